@@ -1,0 +1,11 @@
+"""lc_kernels: the LayerConnect connector op (SPEC.md §2-§5) and its backends.
+
+    import lc_kernels
+    y = lc_kernels.connector(x, theta, bias, t, r, alpha=1.0, backend="auto")
+    lc_kernels.available_backends()   # e.g. ["reference", "cpu", "triton"]
+"""
+from . import reference
+from .ops import available_backends, connector, resolve_backend
+
+__version__ = "0.1.0"
+__all__ = ["connector", "available_backends", "resolve_backend", "reference", "__version__"]

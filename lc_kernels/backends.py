@@ -1,0 +1,109 @@
+"""The backend registry: one place that knows which implementations of the connector exist.
+
+A backend computes the three SPEC §5 operations on *normalised* inputs:
+
+    x      (N, d)        contiguous, float16/bfloat16/float32/float64
+    theta  (T, K, p, q)  contiguous, compute dtype (float64 if x is float64, else float32)
+    bias   (T, d)        contiguous, compute dtype
+    ids    (N,) int64 contiguous, or None (then T == 1)
+    t: float in [0, 1], r: int with d % r == 0, alpha: float
+
+    forward(x, theta, bias, ids, t, r, alpha)            -> y (N, d), dtype of x
+    backward_dx(dy, theta, ids, t, r, alpha)             -> dx (N, d), dtype of dy
+    backward_params(x, dy, theta, ids, t, r, alpha)      -> (dtheta (T,K,p,q), dbias (T,d)), compute dtype
+
+The public op (``lc_kernels.ops``) does all validation and normalisation, so backends may assume
+the above. A backend registers itself with :func:`register`; ``available()`` says whether it can run
+in this process and ``why_unavailable()`` why not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+
+@dataclass
+class Backend:
+    name: str
+    forward: Callable
+    backward_dx: Callable
+    backward_params: Callable
+    #: returns None when usable, else a human-readable reason
+    unavailable_reason: Callable[[], Optional[str]]
+    #: device types whose tensors this backend accepts ("cpu", "cuda")
+    devices: Tuple[str, ...]
+    #: dtypes of x the backend accepts on each device type
+    dtypes: Dict[str, Tuple[torch.dtype, ...]] = field(default_factory=dict)
+    #: preference for backend="auto" on each device type (lower is preferred)
+    priority: Dict[str, int] = field(default_factory=dict)
+
+    def available(self) -> bool:
+        return self.unavailable_reason() is None
+
+
+_REGISTRY: Dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> None:
+    _REGISTRY[backend.name] = backend
+
+
+def get(name: str) -> Backend:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"backend={name!r} is not a known backend; choose one of {sorted(_REGISTRY)} or 'auto'"
+        )
+    return _REGISTRY[name]
+
+
+def all_backends() -> Dict[str, Backend]:
+    _load_all()
+    return dict(_REGISTRY)
+
+
+_LOADED = False
+
+
+def _load_all() -> None:
+    """Import every backend module once; each registers itself (even when it cannot run)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from . import _reference_backend  # noqa: F401
+    for mod in ("_cpu_backend", "_cuda_backend", "triton"):
+        try:
+            __import__(f"{__package__}.{mod}")
+        except ImportError as exc:  # a backend module itself failing to import is a bug: say so
+            import warnings
+
+            warnings.warn(f"lc_kernels: backend module {mod} failed to import: {exc}")
+
+
+def available_backends() -> List[str]:
+    """Names of the backends this install can run, e.g. ``["reference", "cpu", "triton"]``."""
+    _load_all()
+    order = ["reference", "cpu", "triton", "cuda"]
+    names = [n for n, b in _REGISTRY.items() if b.available()]
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """The preferred available backend for tensors on ``device`` of ``dtype``."""
+    _load_all()
+    dev = device.type
+    best = None
+    for b in _REGISTRY.values():
+        if dev not in b.devices or not b.available():
+            continue
+        if dtype not in b.dtypes.get(dev, ()):
+            continue
+        prio = b.priority.get(dev)
+        if prio is None:
+            continue
+        if best is None or prio < best[0]:
+            best = (prio, b.name)
+    return best[1] if best else "reference"

@@ -1,0 +1,229 @@
+"""The public connector op: validation, backend choice, ``torch.library`` registration, autograd.
+
+``connector(x, theta, bias, t, r, alpha=1.0, backend="auto", task_ids=None)`` is the one entry
+point. It normalises its inputs (flattens leading dims, stacks single-task parameters to T=1,
+casts the tiny parameters to the compute dtype) and calls the custom op
+``layerconnect::connector``, whose implementation forwards to the chosen backend. The op has a fake
+(meta) implementation, so ``torch.compile(fullgraph=True)`` traces through it, and an autograd
+formula built from two more custom ops, so every backend's backward is fused too.
+
+Gradients (SPEC §4), with z = D(x), W = Bilinear(sum_k h_k Theta_k), upstream dy:
+
+    y  = x + alpha (z W + b)
+    dx = dy + alpha U(dy W^T)                 U = adjoint of D (spread over g channels, / g)
+    dW = alpha z^T dy,  db = alpha sum_n dy[n]
+    dS = Bilinear^T(dW),  dTheta_k = h_k(t) dS
+
+Accumulation is float32 for float16/bfloat16/float32 inputs and float64 for float64 inputs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import backends as _backends
+from . import reference as _ref
+
+__all__ = ["connector", "available_backends", "resolve_backend"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def available_backends():
+    """Backends this install can run (see :mod:`lc_kernels.backends`)."""
+    return _backends.available_backends()
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def resolve_backend(backend: str, x: Tensor) -> str:
+    """Turn ``"auto"`` into a concrete backend for ``x``; check an explicit one can take ``x``."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend == "auto":
+        return _backends.auto_backend(x.device, x.dtype)
+    b = _backends.get(backend)
+    reason = b.unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"backend={backend!r} is not available: {reason}")
+    dev = x.device.type
+    if dev not in b.devices:
+        raise ValueError(
+            f"backend={backend!r} runs on {list(b.devices)} tensors but x is on {x.device}; "
+            f"move x (x.to(...)) or use backend='auto'"
+        )
+    if x.dtype not in b.dtypes.get(dev, ()):
+        ok = [str(d).replace("torch.", "") for d in b.dtypes.get(dev, ())]
+        raise TypeError(
+            f"backend={backend!r} on {dev} supports x dtypes {ok}, got {x.dtype}; "
+            f"cast x or pick another backend"
+        )
+    return backend
+
+
+# ---------------------------------------------------------------------------------------------
+# custom ops (normalised inputs: x (N,d), theta (T,K,p,q), bias (T,d), ids (N,) or None)
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("layerconnect::connector", mutates_args=())
+def _connector_op(
+    x: Tensor, theta: Tensor, bias: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str
+) -> Tensor:
+    return _backends.get(backend).forward(x, theta, bias, ids, t, r, alpha)
+
+
+@_connector_op.register_fake
+def _(x, theta, bias, ids, t, r, alpha, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("layerconnect::connector_backward_dx", mutates_args=())
+def _backward_dx_op(
+    dy: Tensor, theta: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str
+) -> Tensor:
+    return _backends.get(backend).backward_dx(dy, theta, ids, t, r, alpha)
+
+
+@_backward_dx_op.register_fake
+def _(dy, theta, ids, t, r, alpha, backend):
+    return torch.empty_like(dy, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("layerconnect::connector_backward_params", mutates_args=())
+def _backward_params_op(
+    x: Tensor, dy: Tensor, theta: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str
+) -> Tuple[Tensor, Tensor]:
+    return _backends.get(backend).backward_params(x, dy, theta, ids, t, r, alpha)
+
+
+@_backward_params_op.register_fake
+def _(x, dy, theta, ids, t, r, alpha, backend):
+    nt, d = theta.shape[0], x.shape[-1]
+    return torch.empty_like(theta), theta.new_empty((nt, d))
+
+
+def _setup_context(ctx, inputs, output):
+    x, theta, bias, ids, t, r, alpha, backend = inputs
+    # Only what the backward needs: x (for dTheta) when Theta needs a gradient, never W or z.
+    ctx.need_params = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+    ctx.save_for_backward(x if ctx.need_params else None, theta, ids)
+    ctx.meta = (t, r, alpha, backend)
+
+
+def _backward(ctx, dy):
+    x, theta, ids = ctx.saved_tensors
+    t, r, alpha, backend = ctx.meta
+    dy = dy.contiguous()  # expanded (stride-0) or transposed upstream grads: one documented copy
+    dx = dtheta = dbias = None
+    if ctx.needs_input_grad[0]:
+        dx = _backward_dx_op(dy, theta, ids, t, r, alpha, backend)
+    if ctx.need_params:
+        dtheta, dbias = _backward_params_op(x, dy, theta, ids, t, r, alpha, backend)
+    return dx, dtheta, dbias, None, None, None, None, None
+
+
+_connector_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_float(name: str, v: Tensor) -> None:
+    if not isinstance(v, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
+    if v.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16/bfloat16/float32/float64, got {v.dtype}")
+
+
+def connector(
+    x: Tensor,
+    theta: Tensor,
+    bias: Tensor,
+    t: float,
+    r: int,
+    alpha: float = 1.0,
+    backend: str = "auto",
+    task_ids: Optional[Tensor] = None,
+) -> Tensor:
+    """The LayerConnect connector ``y = x + alpha (D(x) W + b)`` (SPEC §2), differentiable.
+
+    Args:
+        x: hidden states (..., d), float16/bfloat16/float32/float64.
+        theta: seed bank (K, p, q); or stacked (T, K, p, q) with ``task_ids``.
+        bias: connector bias (d,); or stacked (T, d) with ``task_ids``.
+        t: depth coordinate of this connector in [0, 1].
+        r: rank of the connector, must divide d.
+        alpha: fixed output scale.
+        backend: one of :func:`available_backends` or ``"auto"``.
+        task_ids: LongTensor broadcastable to ``x.shape[:-1]`` (multi-task, SPEC §6).
+
+    Returns ``y`` with the shape and dtype of ``x``.
+    """
+    _check_float("x", x)
+    _check_float("theta", theta)
+    _check_float("bias", bias)
+    if x.dim() < 1:
+        raise ValueError("x must have at least one dimension (..., d)")
+    d = x.shape[-1]
+    if isinstance(t, Tensor):
+        raise TypeError("t must be a Python float in [0, 1], not a tensor")
+    t = float(t)
+    if not (0.0 <= t <= 1.0):
+        raise ValueError(f"t must be in [0, 1], got {t}")
+    if isinstance(r, bool) or not isinstance(r, int):
+        raise TypeError(f"r must be a Python int, got {type(r).__name__}")
+    alpha = float(alpha)
+    if task_ids is None:
+        if theta.dim() != 3:
+            raise ValueError(
+                f"theta must have shape (K, p, q), got {tuple(theta.shape)}"
+                + ("; stacked (T, K, p, q) banks need task_ids=" if theta.dim() == 4 else "")
+            )
+        if bias.shape != (d,):
+            raise ValueError(f"bias must have shape (d,) = ({d},), got {tuple(bias.shape)}")
+        theta4, bias2 = theta.unsqueeze(0), bias.unsqueeze(0)
+    else:
+        if theta.dim() != 4:
+            raise ValueError(f"with task_ids, theta must have shape (T, K, p, q), got {tuple(theta.shape)}")
+        nt = theta.shape[0]
+        if bias.shape != (nt, d):
+            raise ValueError(f"with task_ids, bias must have shape (T, d) = ({nt}, {d}), got {tuple(bias.shape)}")
+        if not isinstance(task_ids, Tensor) or task_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError("task_ids must be an int64 (or int32) tensor of task indices")
+        theta4, bias2 = theta, bias
+    _ref.check_geometry(d, r, theta4.shape[-2], theta4.shape[-1])
+    for name, v in (("theta", theta), ("bias", bias)):
+        if v.device != x.device:
+            raise ValueError(f"{name} is on {v.device} but x is on {x.device}; move them to one device")
+    name = resolve_backend(backend, x)
+
+    cdt = compute_dtype(x.dtype)
+    theta4 = theta4.to(cdt).contiguous()
+    bias2 = bias2.to(cdt).contiguous()
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, d)
+    if x2.stride(-1) != 1 or not x2.is_contiguous():
+        x2 = x2.contiguous()
+    ids = None
+    if task_ids is not None:
+        if task_ids.device != x.device:
+            raise ValueError(f"task_ids is on {task_ids.device} but x is on {x.device}")
+        try:
+            ids = torch.broadcast_to(task_ids, lead).reshape(-1).to(torch.int64).contiguous()
+        except RuntimeError as exc:
+            raise ValueError(
+                f"task_ids of shape {tuple(task_ids.shape)} does not broadcast to x.shape[:-1] = {tuple(lead)}"
+            ) from exc
+        if ids.numel() and not torch.compiler.is_compiling():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= theta4.shape[0]:
+                raise IndexError(f"task_ids must be in [0, T={theta4.shape[0]}), got values in [{lo}, {hi}]")
+    y = _connector_op(x2, theta4, bias2, ids, t, r, alpha, name)
+    return y.reshape(*lead, d)
