@@ -198,6 +198,13 @@ def connector(
         if not isinstance(task_ids, Tensor) or task_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError("task_ids must be an int64 (or int32) tensor of task indices")
         theta4, bias2 = theta, bias
+    for pname, v in (("theta", theta), ("bias", bias)):
+        mixed_ok = x.dtype in (torch.float16, torch.bfloat16) and v.dtype == torch.float32
+        if v.dtype != x.dtype and not mixed_ok:
+            raise TypeError(
+                f"{pname} has dtype {v.dtype} but x has {x.dtype}; give them one dtype "
+                f"(float32 {pname} is also accepted with float16/bfloat16 x)"
+            )
     _ref.check_geometry(d, r, theta4.shape[-2], theta4.shape[-1])
     for name, v in (("theta", theta), ("bias", bias)):
         if v.device != x.device:
