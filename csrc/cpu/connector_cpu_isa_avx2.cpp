@@ -1,0 +1,15 @@
+// The fused CPU connector kernels compiled for AVX2 + FMA: 32-byte vectors, 6 x 2-vector register tile (12 of 16 ymm accumulators).
+// Selected at run time by connector_cpu.cpp (cpuid); the source is connector_cpu_kernels.inc.
+// Only torch-free headers, all included before the target pragma (see connector_cpu_args.h).
+#include <cstdint>
+#include <cstring>
+
+#include "connector_cpu_args.h"
+
+#pragma GCC target("avx2,fma")
+#define LC_ISA_NS isa_avx2
+#define LC_ISA_NAME "avx2"
+#define LC_VB 32
+#define LC_MR 6
+#define LC_NV 2
+#include "connector_cpu_kernels.inc"

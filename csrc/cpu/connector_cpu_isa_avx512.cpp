@@ -1,0 +1,15 @@
+// The fused CPU connector kernels compiled for AVX-512: 64-byte vectors, 6 x 4-vector register tile (24 of 32 zmm accumulators).
+// Selected at run time by connector_cpu.cpp (cpuid); the source is connector_cpu_kernels.inc.
+// Only torch-free headers, all included before the target pragma (see connector_cpu_args.h).
+#include <cstdint>
+#include <cstring>
+
+#include "connector_cpu_args.h"
+
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#define LC_ISA_NS isa_avx512
+#define LC_ISA_NAME "avx512"
+#define LC_VB 64
+#define LC_MR 6
+#define LC_NV 4
+#include "connector_cpu_kernels.inc"
