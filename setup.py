@@ -50,7 +50,10 @@ def extensions():
         return [], {}
     os.environ.setdefault("MAX_JOBS", str(_default_max_jobs()))
 
-    cxx = ["-O3", "-std=c++17", f'-DLC_TORCH_VERSION="{torch.__version__}"']
+    # -fopenmp: at::parallel_for is header-inlined and only threads when _OPENMP is defined; the
+    # extension then shares torch's bundled libgomp (same soname, already loaded by torch).
+    cxx = ["-O3", "-std=c++17", "-fopenmp", f'-DLC_TORCH_VERSION="{torch.__version__}"']
+    link = ["-fopenmp"]
     sources = _rel([os.path.join(HERE, "csrc", "ext.cpp")] + sorted(glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp"))))
     include_dirs = [os.path.join(HERE, "csrc")]
 
@@ -74,9 +77,10 @@ def extensions():
             sources + cuda_sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx + ["-DLC_WITH_CUDA"], "nvcc": nvcc + ["-DLC_WITH_CUDA"]},
+            extra_link_args=link,
         )
     else:
-        ext = CppExtension("lc_kernels._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
+        ext = CppExtension("lc_kernels._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx}, extra_link_args=link)
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
