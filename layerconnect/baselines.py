@@ -23,14 +23,16 @@ Methods:
 
 Bottleneck adapters (our own implementation; the ``adapters`` library is not needed at run time).
 With ``h`` the output of a sub-layer's output projection after its dropout (attention output
-``dense``, FFN output ``dense``; DistilBERT: ``attention.out_lin`` and ``ffn``), the pre-trained
-block computes ``LayerNorm(h + x_in)``. The adapter rewrites ``h`` in place of the sub-layer:
+``dense``, FFN output ``dense``; DistilBERT: ``attention.out_lin`` and ``ffn``) and ``x_in`` the
+sub-layer's input, the pre-trained block computes ``LN(h + x_in)``. With ``A(u) = W_up ·
+act(W_down · u + b_down) + b_up`` the adapted block computes (AdapterHub's BnConfig with
+``original_ln_after=True, residual_before_ln=True, ln_before=ln_after=False, scaling=1.0, dropout=0``):
 
-    h' = h + W_up · act(W_down · h + b_down) + b_up,   then the base computes LayerNorm(h' + x_in)
+    Houlsby  (original_ln_before=False):  LN(h + A(h) + x_in)
+    Pfeiffer (original_ln_before=True):   LN(h + A(LN(h + x_in)) + x_in)   (the same LN, applied twice)
 
-which is AdapterHub's BnConfig with ``original_ln_before=False, original_ln_after=True,
-residual_before_ln=True, ln_before=ln_after=False, scaling=1.0, dropout=0``: the adapter's own
-residual is taken before the pre-trained residual add and LayerNorm, which then run unchanged.
+i.e. the adapter's own residual is taken on ``h`` before the pre-trained residual add and
+LayerNorm, which then run unchanged; Pfeiffer's adapter reads the normalised sub-layer output.
 Bottleneck size ``m = int(d // reduction_factor)`` (16 by default), non-linearity ``swish`` (SiLU)
 for Houlsby (``mh_adapter`` after attention + ``output_adapter`` after the FFN) and ``relu`` for
 Pfeiffer (``output_adapter`` only). Init as AdapterHub's default ``init_weights="bert"``: weights
@@ -233,10 +235,13 @@ def add_bottleneck_adapters(model: nn.Module, *, mh_adapter: bool, output_adapte
     parts = find_layers(model)
     d = parts.hidden_size
     m = max(1, int(d // reduction_factor))  # AdapterHub: int(hidden_size // reduction_factor)
-    added = []
+    # validate every layer before changing any, so an error leaves the model untouched
     for layer in parts.layers:
         if hasattr(layer, "mh_adapter") or hasattr(layer, "output_adapter"):
             raise ValueError("this model already has bottleneck adapters; start from a fresh model")
+        _adapter_sites(layer)
+    added = []
+    for layer in parts.layers:
         mh_site, out_site = _adapter_sites(layer)
         ref = next(layer.parameters())
         for name, want, site in (("mh_adapter", mh_adapter, mh_site), ("output_adapter", output_adapter, out_site)):
@@ -315,19 +320,21 @@ def apply_method(model: nn.Module, method: str, **options) -> nn.Module:
                          modules_to_save=heads_to_save, **opts)
         return get_peft_model(model, cfg)
 
-    for p in model.parameters():
-        p.requires_grad_(method == "full")
-    if method in BOTTLENECK_PRESETS:
+    added: List[nn.Module] = []
+    if method in BOTTLENECK_PRESETS:  # insert first: a refused insertion leaves the model as it was
         _check_options(method, options, ("reduction_factor", "non_linearity", "init_std"))
         cfg = dict(BOTTLENECK_PRESETS[method])
         cfg.update(options)
-        add_bottleneck_adapters(model, **cfg)  # new parameters are trainable
-    elif method == "bitfit":
+        added = add_bottleneck_adapters(model, **cfg)
+    for p in model.parameters():
+        p.requires_grad_(method == "full")
+    _set_trainable(added, True)
+    if method == "bitfit":
         _check_options(method, options, ())
         for name, p in model.base_model.named_parameters():
             if name.rsplit(".", 1)[-1] == "bias":
                 p.requires_grad_(True)
-    else:  # head, full
+    elif method in ("head", "full"):
         _check_options(method, options, ())
     _set_trainable(heads, True)
     return model

@@ -149,6 +149,14 @@ def test_lora_trains_only_lora_and_head(family):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["houlsby", "pfeiffer"])
+def test_adapter_options(method):
+    model = apply_method(_tiny("roberta"), method, reduction_factor=4, non_linearity="gelu")
+    assert trainable_parameters(model, include_head=False) == count_params(method, D, L, reduction_factor=4)
+    adapter = find_layers(model).layers[0].output_adapter
+    assert adapter.down.out_features == D // 4 and isinstance(adapter.act, torch.nn.GELU)
+
+
 def test_distilbert_head_includes_pre_classifier():
     model = apply_method(_tiny("distilbert"), "head")
     assert {n.split(".")[0] for n in _trainable_names(model)} == {"pre_classifier", "classifier"}
@@ -174,8 +182,10 @@ def test_errors_name_the_problem():
     with pytest.raises(TypeError, match="ForSequenceClassification"):
         apply_method(_tiny("bert").bert, "head")
     model = apply_method(_tiny("bert"), "houlsby")
+    trained = _trainable_names(model)
     with pytest.raises(ValueError, match="already has bottleneck adapters"):
         apply_method(model, "pfeiffer")
+    assert _trainable_names(model) == trained  # a refused call changes nothing
     assert set(METHODS) == {"layerconnect", "houlsby", "pfeiffer", "lora", "bitfit", "head", "full"}
 
 
