@@ -1,0 +1,398 @@
+"""GLUE sweep: methods x tasks x seeds, resumable run by run, and the GLUE_RESULTS.md it generates.
+
+    python benchmarks/glue_sweep.py run    --data-dir /work/shared/glue [--threads 2] [--stop-at 10:38]
+    python benchmarks/glue_sweep.py report
+
+``run`` goes through the plan in order (stage 1: LR probe on a held-out slice of train, never dev;
+stage 2: the headline LayerConnect vs Houlsby; stage 3: the other baselines; stage 4: more seeds).
+Each run is one ``layerconnect train`` subprocess writing to ``runs/glue_sweep/<run id>/``. A run
+whose result is in the JSON is never repeated; an interrupted one is continued with ``--resume``. The
+JSON is rewritten atomically after every run, so the sweep can be killed and restarted at any time.
+At ``--stop-at`` (UTC, HH:MM) no new run starts and the run in flight gets SIGINT, which makes it
+save a checkpoint and stop (a later ``run`` resumes it).
+
+``report`` writes ``benchmarks/GLUE_RESULTS.md`` from the JSON: per-task dev scores (mean +- std over
+seeds), the GLUE average, trainable parameters and their ratio to Houlsby and Pfeiffer adapters on
+the same model, training time, the exact commands, the protocol and which runs are missing.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS_JSON = os.path.join(HERE, "glue_results.json")
+RESULTS_MD = os.path.join(HERE, "GLUE_RESULTS.md")
+RUN_ROOT = os.path.join(REPO, "runs", "glue_sweep")
+
+# --- protocol (CPU budget: 2 shared cores, about an hour of sweep; see GLUE_RESULTS.md) --------------
+MAX_LENGTH = 128
+BATCH = 32
+HEADLINE_TASKS = ["sst2", "cola", "stsb", "rte", "mrpc"]  # cheapest first
+EPOCHS = {"sst2": 1, "cola": 1, "stsb": 1, "rte": 1, "mrpc": 1}
+SUBSAMPLE = {"sst2": 4000}
+PROBE_TASK, PROBE_TRAIN, PROBE_HELDOUT, PROBE_EPOCHS = "mrpc", 500, 300, 2
+LR = {"houlsby": 1e-3, "pfeiffer": 1e-3, "lora": 1e-3, "bitfit": 1e-3, "head": 1e-3, "full": 2e-5}
+BASELINES = ["head", "bitfit", "pfeiffer", "lora", "full"]
+SEEDS = [42, 43, 44]
+
+
+def _atomic_json(path, obj):
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def load_results(path=RESULTS_JSON):
+    if os.path.isfile(path):
+        with open(path) as fh:
+            return json.load(fh)
+    return {"runs": {}, "sweep_commands": []}
+
+
+def run_id(spec):
+    parts = [spec["stage"], spec["task"], spec["method"], f"lr{spec['lr']:g}"]
+    if spec.get("positions"):
+        parts.append(f"pos-{spec['positions']}")
+    parts.append(f"s{spec['seed']}")
+    return "-".join(parts)
+
+
+def spec(stage, task, method, lr, seed=42, positions=None, heldout=0, subsample=None, epochs=None):
+    s = {"stage": stage, "task": task, "method": method, "lr": lr, "seed": seed, "positions": positions,
+         "heldout": heldout, "train_subsample": subsample if subsample is not None else SUBSAMPLE.get(task),
+         "epochs": epochs if epochs is not None else EPOCHS.get(task, 1)}
+    s["id"] = run_id(s)
+    return s
+
+
+def probe_plan():
+    out = []
+    for lr in (1e-3, 1e-2):
+        for pos in ("inner", "all"):
+            out.append(spec("probe", PROBE_TASK, "layerconnect", lr, positions=pos, heldout=PROBE_HELDOUT,
+                            subsample=PROBE_TRAIN, epochs=PROBE_EPOCHS))
+    out.append(spec("probe", PROBE_TASK, "houlsby", 1e-3, heldout=PROBE_HELDOUT, subsample=PROBE_TRAIN,
+                    epochs=PROBE_EPOCHS))
+    return out
+
+
+def best_probe(results):
+    """(lr, positions) of the best finished LayerConnect probe on the held-out slice (default if none)."""
+    done = [r for r in results["runs"].values()
+            if r["spec"]["stage"] == "probe" and r["spec"]["method"] == "layerconnect" and r["status"] == "done"]
+    if not done:
+        return 1e-3, "inner"
+    b = max(done, key=lambda r: r["score"])
+    return b["spec"]["lr"], b["spec"]["positions"]
+
+
+def plan(results):
+    """The whole plan, in order; stage 2 uses the LR/positions the probe picked."""
+    lr, pos = best_probe(results)
+    out = probe_plan()
+    for task in HEADLINE_TASKS:
+        out.append(spec("main", task, "layerconnect", lr, positions=pos))
+        out.append(spec("main", task, "houlsby", LR["houlsby"]))
+    for m in BASELINES:
+        for task in HEADLINE_TASKS:
+            out.append(spec("main", task, m, LR[m]))
+    for seed in SEEDS[1:]:
+        for task in HEADLINE_TASKS:
+            out.append(spec("main", task, "layerconnect", lr, positions=pos, seed=seed))
+            out.append(spec("main", task, "houlsby", LR["houlsby"], seed=seed))
+    return out
+
+
+def train_argv(s, data_dir, threads, out_dir):
+    a = [sys.executable, "-m", "layerconnect.cli", "train", "--task", s["task"], "--method", s["method"],
+         "--data-dir", data_dir, "--output-dir", out_dir, "--epochs", str(s["epochs"]), "--lr", repr(s["lr"]),
+         "--batch-size", str(BATCH), "--max-length", str(MAX_LENGTH), "--seed", str(s["seed"]),
+         "--no-progress", "--logging-steps", "10"]
+    if threads:
+        a += ["--threads", str(threads)]
+    if s["train_subsample"]:
+        a += ["--train-subsample", str(s["train_subsample"])]
+    if s["heldout"]:
+        a += ["--heldout", str(s["heldout"])]
+    if s["positions"]:
+        a += ["--positions", s["positions"]]
+    return a
+
+
+def _deadline(stop_at):
+    if not stop_at:
+        return None
+    h, m = map(int, stop_at.split(":"))
+    now = dt.datetime.now(dt.timezone.utc)
+    t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    return t.timestamp()
+
+
+def cmd_run(args):
+    run_root = args.run_root
+    os.makedirs(run_root, exist_ok=True)
+    results = load_results(args.results)
+    results.setdefault("sweep_commands", []).append(" ".join(sys.argv))
+    _atomic_json(args.results, results)
+    deadline = _deadline(args.stop_at)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    stages = set(args.stages.split(",")) if args.stages else None
+    while True:
+        todo = [s for s in plan(results) if results["runs"].get(s["id"], {}).get("status") != "done"
+                and (stages is None or s["stage"] in stages)
+                and results["runs"].get(s["id"], {}).get("attempts", 0) < args.max_attempts
+                and (not args.only_methods or s["method"] in args.only_methods.split(","))]
+        if not todo:
+            print("sweep: nothing left to run", flush=True)
+            return 0
+        s = todo[0]
+        if deadline and time.time() > deadline:
+            print(f"sweep: past --stop-at {args.stop_at}; {len(todo)} runs not started", flush=True)
+            return 0
+        out_dir = os.path.join(run_root, s["id"])
+        argv = train_argv(s, args.data_dir, args.threads, out_dir)
+        if os.path.isdir(out_dir) and any(n.startswith("checkpoint-") for n in os.listdir(out_dir)):
+            argv.append("--resume")
+        log = out_dir + ".log"
+        print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] start {s['id']}", flush=True)
+        t0 = time.time()
+        with open(log, "a") as fh:
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            interrupted = False
+            while proc.poll() is None:
+                time.sleep(2)
+                if deadline and time.time() > deadline and not interrupted:
+                    proc.send_signal(signal.SIGINT)  # the run saves a checkpoint and stops
+                    interrupted = True
+            rc = proc.returncode
+        rec = results["runs"].get(s["id"], {"spec": s, "attempts": 0})
+        rec["spec"] = s
+        rec["attempts"] = rec.get("attempts", 0) + 1
+        rec["command"] = " ".join(a if a != sys.executable else "python" for a in argv)
+        rec["source"] = {"repo": REPO, "commit": _git_commit()}
+        mpath = os.path.join(out_dir, "metrics.json")
+        if rc == 0 and os.path.isfile(mpath):
+            with open(mpath) as fh:
+                m = json.load(fh)
+            rec.update(status="done", score=m["score"], scores=m["scores"], trainable_params=m["trainable_params"],
+                       total_params=m["total_params"], train_runtime_s=m["train_runtime_s"],
+                       wall_time_s=m["wall_time_s"], eval_split=m["eval_split"], eval_sizes=m["eval_sizes"],
+                       train_size=m["train_size"], global_steps=m["global_steps"], versions=m["versions"],
+                       history=m["history"], finished_utc=m["time_utc"])
+            rec["attempts"] = 0 if False else rec["attempts"]
+        else:
+            rec.update(status="interrupted" if rc == 130 else "failed", returncode=rc,
+                       error_tail=_tail(log))
+            if rc == 130:
+                rec["attempts"] -= 1  # an interrupt is not a failure of the run itself
+        rec["last_attempt_s"] = time.time() - t0
+        results["runs"][s["id"]] = rec
+        _atomic_json(args.results, results)
+        print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] {rec['status']} {s['id']} "
+              f"score={rec.get('score')} ({rec['last_attempt_s']:.0f}s)", flush=True)
+        if rc == 130:
+            return 0
+
+
+def _git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _tail(path, n=1500):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - n))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+
+def count_params(method, num_labels=2, options=None):
+    """Trainable parameters of ``method`` on the default model (2-label head), without training."""
+    from layerconnect.glue.tasks import TASKS
+    from layerconnect.glue.training import build_model, default_model_path
+
+    task = next(t for t in TASKS.values() if t.num_labels == num_labels)
+    m = build_model(default_model_path(), task, method, options or {}, 0)
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def _fmt(xs):
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return f"{xs[0]:.1f}"
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f} (n={len(xs)})"
+
+
+def cmd_report(args):
+    from layerconnect.glue.metric.glue import glue_average
+
+    results = load_results(args.results)
+    runs = results["runs"]
+    done = [r for r in runs.values() if r.get("status") == "done"]
+    full_plan = plan(results)
+    missing = [s for s in full_plan if runs.get(s["id"], {}).get("status") != "done"]
+    lr, pos = best_probe(results)
+    methods = ["layerconnect", "houlsby"] + BASELINES
+    params = {}
+    for m in methods:
+        opts = {"positions": pos} if m == "layerconnect" else {}
+        try:
+            params[m] = count_params(m, 2, opts)
+        except Exception as e:  # a baseline that does not build here is reported as such
+            params[m] = None
+            print(f"report: cannot count parameters of {m}: {e}", file=sys.stderr)
+    L = []
+    w = L.append
+    w("# GLUE results (generated by `benchmarks/glue_sweep.py report`; raw data `benchmarks/glue_results.json`)\n")
+    n_main = sum(1 for s in full_plan if s["stage"] == "main")
+    n_main_done = sum(1 for r in done if r["spec"]["stage"] == "main")
+    status = "COMPLETE" if not missing else f"PARTIAL: {len(full_plan) - len(missing)} of {len(full_plan)} planned runs finished"
+    w(f"**Status: {status}** (generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+      f"main-stage runs {n_main_done}/{n_main}).\n")
+    w("## Protocol\n")
+    vers = next((r.get("versions") for r in done if r.get("versions")), {})
+    w(f"- Model: the offline pre-trained `all-MiniLM-L6-v2` (BERT, 6 layers, hidden 384, 22.7 M parameters), "
+      f"`BertForSequenceClassification` head (pooler frozen except for `full`).")
+    w(f"- Data: original GLUE TSV files in `/work/shared/glue` (see its SOURCES.md). Scores on the **dev** sets "
+      f"(x100); the LR probe used a fixed {PROBE_HELDOUT}-row held-out slice of MRPC train and never dev.")
+    w(f"- max_length {MAX_LENGTH}, dynamic padding, batch {BATCH}, AdamW, linear warm-up (6 %) and decay, grad-norm "
+      f"clip 1.0, no weight decay, evaluation at the end of each epoch, best checkpoint on the dev headline.")
+    w(f"- Epochs per task: {EPOCHS}. Train subsample (fixed rows, seed 0): {SUBSAMPLE}; other tasks full train.")
+    w(f"- Learning rates: LayerConnect {lr:g} with positions `{pos}` (chosen by the probe below); "
+      + ", ".join(f"{m} {v:g}" for m, v in LR.items()) + " (not tuned: no time).")
+    w(f"- Hardware: 2 CPU cores shared with other jobs, torch threads 2 (`--threads 2`); times below are wall "
+      f"clock under that sharing and only roughly comparable across runs.")
+    w(f"- Versions: {json.dumps(vers)}")
+    w("- Exact sweep command(s): " + "; ".join(f"`{c}`" for c in results.get("sweep_commands", [])[-3:]))
+    w("- Each run's exact `layerconnect train` command is in the JSON (`runs[id].command`); e.g. "
+      + (f"`{done[0]['command']}`" if done else "—") + "\n")
+    w("**Caveat.** One epoch (and a single seed unless stated) is far below the usual GLUE protocol "
+      "(10-20 epochs, LR grid, 5 seeds); treat the numbers as a smoke-level comparison on the same budget, "
+      "not as a reproduction of the paper's table.\n")
+
+    probes = [r for r in done if r["spec"]["stage"] == "probe"]
+    if probes:
+        w("## Stage 1: LR / placement probe (MRPC, held-out slice of train)\n")
+        w("| method | lr | positions | held-out F1/acc mean | train rows | steps | time (s) |")
+        w("|---|---|---|---|---|---|---|")
+        for r in sorted(probes, key=lambda r: (r["spec"]["method"], r["spec"]["lr"], str(r["spec"]["positions"]))):
+            w(f"| {r['spec']['method']} | {r['spec']['lr']:g} | {r['spec']['positions'] or '—'} | {r['score']:.1f} | "
+              f"{r['train_size']} | {r['global_steps']} | {r['wall_time_s']:.0f} |")
+        w("")
+
+    main = [r for r in done if r["spec"]["stage"] == "main"]
+    w("## Dev scores (headline per task: MRPC = mean(F1, acc), STS-B = mean(Pearson, Spearman), CoLA = MCC)\n")
+    w("| method | " + " | ".join(HEADLINE_TASKS) + " | average | trainable params | vs Houlsby | vs Pfeiffer |")
+    w("|---|" + "---|" * (len(HEADLINE_TASKS) + 4))
+    for m in methods:
+        row, per_task = [], {}
+        for t in HEADLINE_TASKS:
+            xs = [r["score"] for r in main if r["spec"]["method"] == m and r["spec"]["task"] == t]
+            row.append(_fmt(xs))
+            if xs:
+                per_task[t] = {"score": statistics.mean(xs)}
+        if len(per_task) == len(HEADLINE_TASKS):
+            avg = f"{statistics.mean(v['score'] for v in per_task.values()):.1f}"
+        elif per_task:
+            avg = f"({statistics.mean(v['score'] for v in per_task.values()):.1f} over {len(per_task)} tasks)"
+        else:
+            avg = "—"
+        p = params.get(m)
+        ratio = lambda ref: (f"{100 * p / params[ref]:.2f} %" if p and params.get(ref) else "—")
+        w(f"| {m} | " + " | ".join(row) + f" | {avg} | {p if p is not None else '—'} | {ratio('houlsby')} | {ratio('pfeiffer')} |")
+    w("\nAverage = mean of the task headlines (leaderboard convention, `layerconnect.glue.glue_average`); "
+      "shown in parentheses when some tasks are missing. Parameter counts are for a 2-label head on this model "
+      "(STS-B's 1-output head has 385 fewer).\n")
+
+    if main:
+        w("## Every finished run\n")
+        w("| run | metrics (x100) | trainable | train rows | steps | train time (s) | wall (s) |")
+        w("|---|---|---|---|---|---|---|")
+        for r in sorted(main, key=lambda r: r["id"] if "id" in r else r["spec"]["id"]):
+            ms = ", ".join(f"{k} {v:.1f}" for k, v in r["scores"].items())
+            w(f"| {r['spec']['id']} | {ms} | {r['trainable_params']} | {r['train_size']} | {r['global_steps']} | "
+              f"{r['train_runtime_s']:.0f} | {r['wall_time_s']:.0f} |")
+        w("")
+        # the leaderboard average for methods with all tasks, through the metric module's helper
+        for m in methods:
+            by = {}
+            for t in HEADLINE_TASKS:
+                rs = [r for r in main if r["spec"]["method"] == m and r["spec"]["task"] == t and r["spec"]["seed"] == 42]
+                if rs:
+                    by[t] = rs[0]["scores"]
+            if len(by) == len(HEADLINE_TASKS):
+                w(f"- `glue_average` over the 5 tasks, seed 42, {m}: {glue_average(by):.2f}")
+        w("")
+    failed = [r for r in runs.values() if r.get("status") in ("failed", "interrupted")]
+    w("## Missing runs\n")
+    if not missing:
+        w("None.")
+    else:
+        w(f"{len(missing)} planned runs have no result (not started for lack of time unless listed as failed):\n")
+        w(", ".join(f"`{s['id']}`" for s in missing))
+    if failed:
+        w("\nFailed or interrupted:\n")
+        for r in failed:
+            tail = (r.get("error_tail") or "").strip().splitlines()[-1:] or [""]
+            w(f"- `{r['spec']['id']}`: {r['status']} (rc {r.get('returncode')}): {tail[0][:200]}")
+    w("\n## What was tried\n")
+    w("- Stage 1 probed LayerConnect at lr 1e-3 and 1e-2 with the default inner positions (1..L-1) and `all` "
+      "(1..L), and Houlsby at 1e-3, on a held-out slice of MRPC train; stage 2 used the best LayerConnect setting.")
+    w("- Stage 2 (headline): LayerConnect and Houlsby, seed 42, on " + ", ".join(HEADLINE_TASKS) + ".")
+    w("- Stage 3: head-only, BitFit, Pfeiffer, LoRA, full fine-tuning on the same tasks, then stage 4: seeds 43, 44.")
+    with open(args.md + ".tmp", "w") as fh:
+        fh.write("\n".join(L) + "\n")
+    os.replace(args.md + ".tmp", args.md)
+    print(f"wrote {args.md}")
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data-dir", default=os.environ.get("LAYERCONNECT_GLUE_DIR", os.path.join(REPO, "..", "shared", "glue")))
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--stop-at", default=None, help="UTC HH:MM: start nothing after, interrupt the run in flight")
+    r.add_argument("--stages", default=None, help="comma list of stages to run (probe,main)")
+    r.add_argument("--only-methods", default=None)
+    r.add_argument("--max-attempts", type=int, default=2)
+    r.add_argument("--results", default=RESULTS_JSON)
+    r.add_argument("--run-root", default=RUN_ROOT, help="where each run's output directory goes (ignored by git)")
+    r.set_defaults(func=cmd_run)
+    p = sub.add_parser("report")
+    p.add_argument("--results", default=RESULTS_JSON)
+    p.add_argument("--md", default=RESULTS_MD)
+    p.set_defaults(func=cmd_report)
+    a = ap.parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
