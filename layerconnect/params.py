@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Union
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Union
 
 __all__ = [
     "TABLE_METHODS",
