@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The one script to run on a GPU machine: builds the extension with CUDA, runs every test
+# (GPU ones included), the connector and end-to-end benchmarks when present, and two hardware
+# ceilings (device copy bandwidth, bf16 matmul rate). Finishes in under 9 minutes: every step
+# runs under `timeout`, sized from what is left of LC_GPU_CHECK_LIMIT_S (default 510 s).
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]      OUT_DIR defaults to $OUT, else ./gpu_out
+#
+# Everything lands in OUT_DIR: env.txt, build.log, pytest_cuda.log, pytest_all.log, bench_*.log
+# (plus whatever the benchmarks write), ceilings.json, summary.txt. The summary table prints last.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT_DIR="${1:-${OUT:-./gpu_out}}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+PY="${PYTHON:-python}"
+LIMIT="${LC_GPU_CHECK_LIMIT_S:-510}"
+START=$SECONDS
+SUMMARY="$OUT_DIR/summary.txt"
+: > "$SUMMARY.rows"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+
+# seconds a step may take: its cap, but never more than what is left minus `reserve`
+allowance() {
+  local cap=$1 reserve=$2 left
+  left=$(( LIMIT - (SECONDS - START) - reserve ))
+  (( left < 5 )) && left=5
+  (( cap < left )) && echo "$cap" || echo "$left"
+}
+
+# step NAME CAP RESERVE LOG -- command...   (records status and time; never aborts the script)
+step() {
+  local name=$1 cap=$2 reserve=$3 log=$4; shift 5
+  local t0=$SECONDS rc=0 lim
+  lim=$(allowance "$cap" "$reserve")
+  echo "== $name (limit ${lim}s) -> $log"
+  timeout --kill-after=10 "$lim" "$@" > "$log" 2>&1 || rc=$?
+  local status="ok"
+  if (( rc == 124 || rc == 137 )); then status="TIMEOUT"; elif (( rc != 0 )); then status="FAIL($rc)"; fi
+  printf '%-22s %-10s %6ss  %s\n' "$name" "$status" "$(( SECONDS - t0 ))" "$(tail -n 1 "$log" | cut -c1-90)" >> "$SUMMARY.rows"
+  tail -n 3 "$log" || true
+}
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(hostname)"
+  echo "git: $(git rev-parse HEAD 2>/dev/null || echo none) $(git status --porcelain 2>/dev/null | wc -l) changed files"
+  nvidia-smi || echo "nvidia-smi failed"
+  nvcc --version 2>/dev/null | tail -n 2 || echo "nvcc: not found"
+  "$PY" - <<'PYEOF'
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("device", p.name, "cc", f"{p.major}.{p.minor}", "SMs", p.multi_processor_count, "mem GiB", round(p.total_memory / 2**30, 1))
+try:
+    import triton
+    print("triton", triton.__version__)
+except Exception as exc:  # noqa: BLE001
+    print("triton: not importable:", exc)
+PYEOF
+} > "$OUT_DIR/env.txt" 2>&1
+cat "$OUT_DIR/env.txt"
+
+step build 200 300 "$OUT_DIR/build.log" -- \
+  env LC_CUDA_ARCHS=90 MAX_JOBS=16 "$PY" -m pip install --no-build-isolation --no-deps -v -e .
+step extension 30 280 "$OUT_DIR/extension.log" -- "$PY" -c "
+import lc_kernels, torch
+from lc_kernels import backends, _ext
+print('has_cuda', getattr(_ext.load(), 'has_cuda', lambda: None)(), 'why', _ext.why_unavailable())
+print('cuda backend:', backends.get('cuda').unavailable_reason() or 'available', '| available', lc_kernels.available_backends())"
+step pytest_cuda 120 250 "$OUT_DIR/pytest_cuda.log" -- \
+  "$PY" -m pytest tests/test_cuda_backend.py tests/test_cuda_host.py -q -m "gpu or not gpu" -rs
+step pytest_all 200 110 "$OUT_DIR/pytest_all.log" -- \
+  "$PY" -m pytest tests -q -m "gpu or not gpu" -rs --durations=15
+for b in bench_connector bench_e2e; do
+  if [ -f "benchmarks/$b.py" ]; then
+    step "$b" 60 30 "$OUT_DIR/$b.log" -- "$PY" "benchmarks/$b.py" --device cuda --out "$OUT_DIR"
+  else
+    printf '%-22s %-10s %6ss  %s\n' "$b" "absent" 0 "benchmarks/$b.py does not exist" >> "$SUMMARY.rows"
+  fi
+done
+step ceilings 45 0 "$OUT_DIR/ceilings.log" -- "$PY" - "$OUT_DIR/ceilings.json" <<'PYEOF'
+# Physical ceilings for the benchmarks: the connector forward is memory-bound, its floor is a
+# device-to-device copy of x (SPEC §5); the bf16 matmul rate bounds what tensor cores can give.
+import json, sys, torch
+def timed(fn, iters):
+    fn(); torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(iters):
+        fn()
+    b.record(); torch.cuda.synchronize()
+    return a.elapsed_time(b) / 1e3 / iters
+n = 1 << 29  # 1 GiB of bf16
+src = torch.empty(n, device="cuda", dtype=torch.bfloat16).normal_()
+dst = torch.empty_like(src)
+s = timed(lambda: dst.copy_(src), 20)
+copy_gbs = 2 * src.numel() * src.element_size() / s / 1e9
+del src, dst
+m = 8192
+a = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
+s = timed(lambda: a @ b, 20)
+mm_tflops = 2 * m ** 3 / s / 1e12
+res = {"copy_GBps": round(copy_gbs, 1), "bf16_matmul_8192_TFLOPs": round(mm_tflops, 1), "device": torch.cuda.get_device_name(0)}
+json.dump(res, open(sys.argv[1], "w"), indent=1)
+print(f"copy {copy_gbs:.0f} GB/s (read+write), bf16 8192^3 matmul {mm_tflops:.0f} TFLOP/s")
+PYEOF
+
+{
+  echo
+  echo "==================== gpu_check summary ($(( SECONDS - START ))s, out: $OUT_DIR) ===================="
+  printf '%-22s %-10s %7s  %s\n' step status time "last line of its log"
+  cat "$SUMMARY.rows"
+  grep -hE "^(torch|device|triton)" "$OUT_DIR/env.txt" || true
+  grep -hE "passed|failed|error" "$OUT_DIR/pytest_cuda.log" "$OUT_DIR/pytest_all.log" 2>/dev/null | tail -n 2 || true
+} > "$SUMMARY"
+rm -f "$SUMMARY.rows"
+cat "$SUMMARY"
