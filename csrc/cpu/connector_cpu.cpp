@@ -274,7 +274,8 @@ struct Tables {
   Tables(const Dims& D) {
     interp(D.d / D.g, D.p, rlo, rhi, rwlo, rwhi);
     interp(D.d, D.q, clo, chi, cwlo, cwhi);
-    // CSR transpose of the column map (zero weights dropped): seed column c <- output columns j.
+    // CSR transpose of the column map B (zero weights dropped), for dS = dWide B: seed column c
+    // receives sum_e cw[e] * dWide[:, cj[e]] over e in [cptr[c], cptr[c+1]).
     cptr.assign(D.q + 1, 0);
     for (int64_t j = 0; j < D.d; ++j) {
       if (cwlo[j] != T(0)) ++cptr[clo[j] + 1];
@@ -309,30 +310,47 @@ struct Tables {
     geo.chi = chi.data();
     geo.cwlo = cwlo.data();
     geo.cwhi = cwhi.data();
-    geo.cptr = cptr.data();
-    geo.cj = cj.data();
-    geo.cw = cw.data();
   }
 };
 
-// scale * sum_k h_k Theta[tau, k] as a (T, p, ld) buffer, transposed to (T, q, ld) if `transpose`;
-// mixing in double so float32 seeds lose nothing before the kernel's float32 accumulation.
+// S_tau = scale * sum_k h_k Theta[tau, k] in double (float32 seeds lose nothing before the
+// kernel's float32 accumulation), as (T, p, q).
 template <typename T>
-std::vector<T> mixed_seed(const at::Tensor& theta, const Dims& D, const std::vector<double>& h, double scale,
-                          bool transpose, int64_t ld) {
-  const int64_t rows = transpose ? D.q : D.p;
-  std::vector<T> out(static_cast<size_t>(D.T * rows * ld), T(0));
+std::vector<double> mixed_seed(const at::Tensor& theta, const Dims& D, const std::vector<double>& h, double scale) {
+  std::vector<double> out(static_cast<size_t>(D.T * D.p * D.q), 0.0);
   const T* th = theta.data_ptr<T>();
   for (int64_t tau = 0; tau < D.T; ++tau) {
-    for (int64_t a = 0; a < D.p; ++a) {
-      for (int64_t c = 0; c < D.q; ++c) {
-        double s = 0.0;
-        for (int64_t k = 0; k < D.K; ++k) {
-          if (h[k] != 0.0) s += h[k] * static_cast<double>(th[((tau * D.K + k) * D.p + a) * D.q + c]);
-        }
-        const int64_t idx = transpose ? (tau * rows + c) * ld + a : (tau * rows + a) * ld + c;
-        out[idx] = static_cast<T>(scale * s);
-      }
+    for (int64_t k = 0; k < D.K; ++k) {
+      if (h[k] == 0.0) continue;
+      const T* src = th + (tau * D.K + k) * D.p * D.q;
+      double* dst = out.data() + tau * D.p * D.q;
+      for (int64_t i = 0; i < D.p * D.q; ++i) dst[i] += h[k] * static_cast<double>(src[i]);
+    }
+  }
+  for (double& v : out) v *= scale;
+  return out;
+}
+
+// Forward seed: S_tau as (T, p, qpad), zero-padded columns.
+template <typename T>
+std::vector<T> forward_seed(const std::vector<double>& S, const Dims& D, int64_t qpad) {
+  std::vector<T> out(static_cast<size_t>(D.T * D.p * qpad), T(0));
+  for (int64_t row = 0; row < D.T * D.p; ++row)
+    for (int64_t c = 0; c < D.q; ++c) out[row * qpad + c] = static_cast<T>(S[row * D.q + c]);
+  return out;
+}
+
+// dx seed: M_tau = B S_tau^T as (T, d, ppad): row j mixes seed columns lo_j, hi_j.
+template <typename T>
+std::vector<T> backward_dx_seed(const std::vector<double>& S, const Dims& D, const Tables<T>& tab, int64_t ppad) {
+  std::vector<T> out(static_cast<size_t>(D.T * D.d * ppad), T(0));
+  for (int64_t tau = 0; tau < D.T; ++tau) {
+    const double* St = S.data() + tau * D.p * D.q;
+    for (int64_t j = 0; j < D.d; ++j) {
+      const int64_t lo = tab.clo[j], hi = tab.chi[j];
+      const double wl = static_cast<double>(tab.cwlo[j]), wh = static_cast<double>(tab.cwhi[j]);
+      T* dst = out.data() + (tau * D.d + j) * ppad;
+      for (int64_t a = 0; a < D.p; ++a) dst[a] = static_cast<T>(wl * St[a * D.q + lo] + wh * St[a * D.q + hi]);
     }
   }
   return out;
@@ -353,7 +371,8 @@ void forward_impl(const at::Tensor& x, const at::Tensor& theta, const at::Tensor
                   const c10::optional<at::Tensor>& ids, double t, const Dims& D, double alpha, at::Tensor& y) {
   Tables<T> tab(D);
   const std::vector<double> h = hat_weights(t, D.K);
-  const std::vector<T> seed = mixed_seed<T>(theta, D, h, alpha / static_cast<double>(D.g), false, tab.geo.qpad);
+  const std::vector<T> seed =
+      forward_seed<T>(mixed_seed<T>(theta, D, h, alpha / static_cast<double>(D.g)), D, tab.geo.qpad);
   std::vector<T> abias(static_cast<size_t>(D.T * D.d));
   const T* b = bias.data_ptr<T>();
   for (int64_t i = 0; i < D.T * D.d; ++i) abias[i] = static_cast<T>(alpha * static_cast<double>(b[i]));
@@ -374,8 +393,9 @@ void backward_dx_impl(const at::Tensor& dy, const at::Tensor& theta, const c10::
                       double t, const Dims& D, double alpha, at::Tensor& dx) {
   Tables<T> tab(D);
   const std::vector<double> h = hat_weights(t, D.K);
-  const std::vector<T> seed_t = mixed_seed<T>(theta, D, h, alpha / static_cast<double>(D.g), true, tab.geo.ppad);
-  BackwardDxArgs<T> A{tab.geo, dy.data_ptr<T>(), dx.data_ptr<T>(), ids_ptr(ids), seed_t.data()};
+  const std::vector<T> seed_bt =
+      backward_dx_seed<T>(mixed_seed<T>(theta, D, h, alpha / static_cast<double>(D.g)), D, tab, tab.geo.ppad);
+  BackwardDxArgs<T> A{tab.geo, dy.data_ptr<T>(), dx.data_ptr<T>(), ids_ptr(ids), seed_bt.data()};
   const KernelTable<T>& K = kernels<T>();
   const int64_t scratch = backward_dx_scratch(tab.geo);
   at::parallel_for(0, num_blocks(D.N), 1, [&](int64_t b0, int64_t b1) {
@@ -394,16 +414,16 @@ void backward_params_impl(const at::Tensor& x, const at::Tensor& dy, const at::T
   (void)theta;
   Tables<T> tab(D);
   const std::vector<double> h = hat_weights(t, D.K);
-  const int64_t qpad = tab.geo.qpad;
-  const int64_t part = D.T * (D.p * qpad + D.d);  // one chunk's partial dS and db
+  const int64_t wide = D.T * D.p * D.d;  // one chunk's partial dWide (T, p, d), then db (T, d)
+  const int64_t part = wide + D.T * D.d;
   // Fixed chunking (a function of the shapes only, never of the thread count) so the reduction
   // order, hence every bit of the result, is the same however many threads run.
   const int64_t blocks = num_blocks(D.N);
   const int64_t budget = int64_t(1) << 23;  // elements of partial sums kept at most (32 MiB float32)
   int64_t nchunks = std::max<int64_t>(1, (blocks + 7) / 8);  // 8 blocks = 512 rows per chunk
   nchunks = std::max<int64_t>(1, std::min(nchunks, budget / std::max<int64_t>(part, 1)));
-  const int64_t blocks_per_chunk = (blocks + nchunks - 1) / std::max<int64_t>(nchunks, 1);
-  nchunks = blocks == 0 ? 1 : (blocks + blocks_per_chunk - 1) / blocks_per_chunk;
+  const int64_t blocks_per_chunk = std::max<int64_t>(1, (blocks + nchunks - 1) / nchunks);
+  nchunks = std::max<int64_t>(1, (blocks + blocks_per_chunk - 1) / blocks_per_chunk);
   std::vector<T> partials(static_cast<size_t>(nchunks * part));
   BackwardParamsArgs<T> A{tab.geo, x.data_ptr<T>(), dy.data_ptr<T>(), ids_ptr(ids)};
   const KernelTable<T>& K = kernels<T>();
@@ -411,34 +431,39 @@ void backward_params_impl(const at::Tensor& x, const at::Tensor& dy, const at::T
   at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
     std::vector<T> buf(static_cast<size_t>(scratch), T(0));
     for (int64_t c = c0; c < c1; ++c) {
-      T* ds = partials.data() + c * part;
-      T* db = ds + D.T * D.p * qpad;
-      std::fill(ds, ds + part, T(0));  // first touch in the worker thread
+      T* dw = partials.data() + c * part;
+      std::fill(dw, dw + part, T(0));  // first touch in the worker thread
       const int64_t blk_end = std::min(blocks, (c + 1) * blocks_per_chunk);
       for (int64_t blk = c * blocks_per_chunk; blk < blk_end; ++blk) {
         const int64_t n0 = blk * kBlockRows;
-        K.backward_params_block(A, n0, std::min(kBlockRows, D.N - n0), buf.data(), ds, db);
+        K.backward_params_block(A, n0, std::min(kBlockRows, D.N - n0), buf.data(), dw, dw + wide);
       }
     }
   });
-  // Reduce chunk partials in chunk order; dTheta_k = h_k (alpha/g) dS_raw, db = alpha sum dy.
+  // Reduce chunk partials in chunk order, apply B (dS = dWide B, sparse), then
+  // dTheta_k = h_k (alpha/g) dS and db = alpha sum_n dy.
   T* dth = dtheta.data_ptr<T>();
   T* dbp = dbias.data_ptr<T>();
   const T seed_scale = static_cast<T>(alpha / static_cast<double>(D.g));
   const T bias_scale = static_cast<T>(alpha);
   at::parallel_for(0, D.T * D.p, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<T> acc(static_cast<size_t>(D.q));
+    std::vector<T> acc(static_cast<size_t>(D.d)), ds(static_cast<size_t>(D.q));
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t tau = row / D.p, a = row % D.p;
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t c = 0; c < nchunks; ++c) {
-        const T* src = partials.data() + c * part + (tau * D.p + a) * qpad;
-        for (int64_t j = 0; j < D.q; ++j) acc[j] += src[j];
+        const T* src = partials.data() + c * part + row * D.d;
+        for (int64_t j = 0; j < D.d; ++j) acc[j] += src[j];
+      }
+      for (int64_t c = 0; c < D.q; ++c) {
+        T s = 0;
+        for (int32_t e = tab.cptr[c]; e < tab.cptr[c + 1]; ++e) s += tab.cw[e] * acc[tab.cj[e]];
+        ds[c] = s;
       }
       for (int64_t k = 0; k < D.K; ++k) {
         T* dst = dth + ((tau * D.K + k) * D.p + a) * D.q;
         const T hk = static_cast<T>(h[k]) * seed_scale;
-        for (int64_t j = 0; j < D.q; ++j) dst[j] = hk * acc[j];
+        for (int64_t c = 0; c < D.q; ++c) dst[c] = hk * ds[c];
       }
     }
   });
@@ -446,7 +471,7 @@ void backward_params_impl(const at::Tensor& x, const at::Tensor& dy, const at::T
     T* dst = dbp + tau * D.d;
     std::fill(dst, dst + D.d, T(0));
     for (int64_t c = 0; c < nchunks; ++c) {
-      const T* src = partials.data() + c * part + D.T * D.p * qpad + tau * D.d;
+      const T* src = partials.data() + c * part + wide + tau * D.d;
       for (int64_t j = 0; j < D.d; ++j) dst[j] += src[j];
     }
     for (int64_t j = 0; j < D.d; ++j) dst[j] *= bias_scale;

@@ -17,16 +17,14 @@ constexpr int64_t kBlockRows = 64;
 // and the GEMM micro-kernel never needs a column tail.
 constexpr int64_t kPadBytes = 64;
 
-// Integer-exact align-corners interpolation tables (reference.interp_positions), plus the
-// transposed (CSR) form of the column map used by the backward: column c of the seed receives
-// sum_e cw[e] * dy[cj[e]] over e in [cptr[c], cptr[c+1]).
+// Integer-exact align-corners interpolation tables (reference.interp_positions): output index i
+// mixes input lo[i] (weight wlo[i] = 1 - frac) and hi[i] (weight whi[i] = frac).
 template <typename T>
 struct Geometry {
   int64_t d, r, g, p, q;
   int64_t ppad, qpad;                 // p, q rounded up to kPadBytes / sizeof(T)
   const int32_t* rlo; const int32_t* rhi; const T* rwlo; const T* rwhi;   // r entries (rows <- p)
   const int32_t* clo; const int32_t* chi; const T* cwlo; const T* cwhi;   // d entries (cols <- q)
-  const int32_t* cptr; const int32_t* cj; const T* cw;                    // q + 1, nnz, nnz
 };
 
 template <typename T>
@@ -45,7 +43,7 @@ struct BackwardDxArgs {
   const T* dy;           // (N, d)
   T* dx;                 // (N, d)
   const int64_t* ids;
-  const T* seed_t;       // (T, q, ppad): (alpha / g) * S^T, zero-padded columns
+  const T* seed_bt;      // (T, d, ppad): (alpha / g) * B S^T, zero-padded columns
 };
 
 template <typename T>
@@ -56,13 +54,16 @@ struct BackwardParamsArgs {
   const int64_t* ids;
 };
 
-// Scratch sizes (elements of T) each kernel needs per thread.
+// Scratch sizes (elements of T) each kernel needs per thread; the forward's V rows are followed
+// by two vectors of slack because its epilogue loads a two-vector window at any seed column.
 template <typename T>
-inline int64_t forward_scratch(const Geometry<T>& g) { return kBlockRows * (g.p + g.qpad); }
+inline int64_t forward_scratch(const Geometry<T>& g) {
+  return kBlockRows * (g.p + g.qpad) + 2 * kPadBytes / static_cast<int64_t>(sizeof(T)) + g.r;
+}
 template <typename T>
-inline int64_t backward_dx_scratch(const Geometry<T>& g) { return kBlockRows * (g.q + g.ppad); }
+inline int64_t backward_dx_scratch(const Geometry<T>& g) { return kBlockRows * g.ppad; }
 template <typename T>
-inline int64_t backward_params_scratch(const Geometry<T>& g) { return kBlockRows * (g.p + g.qpad); }
+inline int64_t backward_params_scratch(const Geometry<T>& g) { return kBlockRows * g.p + g.r; }
 
 // One ISA's kernels. Each processes rows [n0, n0 + nb) with nb <= kBlockRows.
 template <typename T>
@@ -70,10 +71,10 @@ struct KernelTable {
   const char* isa;
   void (*forward_block)(const ForwardArgs<T>&, int64_t n0, int64_t nb, T* scratch);
   void (*backward_dx_block)(const BackwardDxArgs<T>&, int64_t n0, int64_t nb, T* scratch);
-  // Accumulates into dseed (T, p, qpad) the raw sum_n (zsum_n A)^T (dy_n B) and into dbias (T, d)
-  // the raw sum_n dy_n; the driver applies alpha / g, alpha and the hat weights afterwards.
+  // Accumulates into dwide (T, p, d) the raw sum_n (zsum_n A)^T dy_n and into dbias (T, d) the raw
+  // sum_n dy_n; the driver applies B (d -> q), alpha / g, alpha and the hat weights afterwards.
   void (*backward_params_block)(const BackwardParamsArgs<T>&, int64_t n0, int64_t nb, T* scratch,
-                                T* dseed, T* dbias);
+                                T* dwide, T* dbias);
 };
 
 #define LC_DECLARE_ISA(ns)                      \
