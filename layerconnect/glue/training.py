@@ -314,6 +314,18 @@ def _callbacks(log_path: str, stop_flag: dict):
     return [JsonlLog(), StopOnInterrupt()]
 
 
+def _logged_eval(state, eval_names: List[str]) -> Dict[str, Dict[str, float]]:
+    """Eval metrics logged at the best checkpoint's step, per eval set ({} if not all found)."""
+    step = state.best_global_step
+    out: Dict[str, Dict[str, float]] = {}
+    for name in eval_names:
+        pre = "eval_" if len(eval_names) == 1 else f"eval_{name}_"
+        for h in state.log_history:
+            if h.get("step") == step and f"{pre}score" in h:
+                out[name] = {k[len(pre):]: v for k, v in h.items() if k.startswith(pre)}
+    return out if len(out) == len(eval_names) else {}
+
+
 def _versions() -> dict:
     import importlib
 
@@ -483,8 +495,10 @@ def train(cfg: RunConfig) -> dict:
         return {"interrupted": True, "checkpoint": latest}
 
     # the best checkpoint is loaded (load_best_model_at_end); evaluate it once more for the record
-    final: Dict[str, Dict[str, float]] = {}
-    if len(eval_names) == 1:
+    final: Dict[str, Dict[str, float]] = _logged_eval(trainer.state, eval_names)
+    if final:
+        pass  # the best step was evaluated during training: reuse it (an eval can cost minutes on CPU)
+    elif len(eval_names) == 1:
         m = trainer.evaluate()
         final[eval_names[0]] = {k[len("eval_"):]: v for k, v in m.items() if k.startswith("eval_")}
     else:
