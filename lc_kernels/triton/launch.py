@@ -36,7 +36,7 @@ _BF16_MSG = (
 
 def _configs(pairs):
     if INTERPRET:
-        return [triton.Config({"BLOCK_N": 16, "BLOCK_D": 32})]
+        return [triton.Config({"BLOCK_N": 32, "BLOCK_D": 32})]
     return [triton.Config({"BLOCK_N": bn, "BLOCK_D": bd}, num_warps=w) for bn, bd, w in pairs]
 
 
@@ -238,7 +238,7 @@ def backward_params(x, dy, theta, ids, t, r, alpha, out: Optional[Tuple[torch.Te
             float(h0), float(h1), float(alpha),
             HAS_IDS=has_ids,
             BLOCK_P=_pow2(geo["p"]), BLOCK_Q=block_q,
-            BLOCK_R=small if INTERPRET else 32, BLOCK_D=small if INTERPRET else 64,
+            BLOCK_R=small if INTERPRET else 32, BLOCK_D=2 * small if INTERPRET else 64,
             num_warps=4,
         )
     return dtheta, dbias
