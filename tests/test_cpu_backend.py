@@ -23,7 +23,7 @@ if _REASON is not None:
 C = _ext.load()
 ISAS = ["default", "avx2", "avx512"]
 
-# (lead shape, d, r, K, p, q): g = d / r in {1, 2, 8, 12}, d not a power of two, 2-D and 3-D x.
+# (lead shape, d, r, K, p, q): g = d / r in {1, 2, 8, 12, 32}, d not a power of two, 2-D and 3-D x.
 SHAPES = [
     ((37,), 24, 12, 2, 5, 7),          # g=2, tiny grid, odd N
     ((3, 43), 96, 12, 3, 12, 96),      # g=8, p=r and q=d (grid equal in width), 3-D x, 129 rows
@@ -31,6 +31,7 @@ SHAPES = [
     ((65,), 30, 30, 2, 30, 30),        # g=1, grid equal to (r, d): interpolation is the identity
     ((70,), 100, 50, 3, 1, 1),         # p=q=1: every W entry is the one seed value
     ((131,), 200, 25, 2, 13, 100),     # g=8, d=200 has a vector tail, q = d/2
+    ((19,), 64, 2, 2, 2, 40),          # g=32: the vectorised pooling path
 ]
 TS = [0.0, 1.0, 0.37, 0.5]
 

@@ -9,12 +9,13 @@
 // x/dy (N, d) float32 or float64, theta (T, K, p, q) and bias (T, d) in the same dtype, ids (N,)
 // int64 or None (then T == 1). Accumulation is in the input dtype (float32 or float64).
 //
-// Per call, O(p q + d) set-up work here: hat weights, the mixed seed S_tau = sum_k h_k Theta_tau,k
-// (scaled by alpha/g and zero-padded; transposed for dx), and integer-exact interpolation tables.
-// The O(N) work runs in connector_cpu_kernels.inc (tiling and memory traffic are described there),
-// parallelised with at::parallel_for over 64-row blocks (forward, dx) or over fixed row chunks
-// (params, whose per-chunk partial sums are reduced in chunk order: bitwise deterministic for any
-// thread count).
+// Per call, O(T K p q + T d p) set-up work here: hat weights, the mixed seed
+// S_tau = (alpha/g) sum_k h_k Theta_tau,k (zero-padded; for dx, M_tau = B S_tau^T, d x p) and
+// integer-exact interpolation tables. The O(N) work runs in connector_cpu_kernels.inc (tiling and
+// memory traffic are described there), parallelised with at::parallel_for over 64-row blocks
+// (forward, dx) or over fixed row chunks (params: per-chunk partial sums of (zsum A)^T dy, p x d,
+// reduced in chunk order, so bitwise deterministic for any thread count, then multiplied by the
+// sparse B once). Nothing N-sized is allocated besides the output.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
