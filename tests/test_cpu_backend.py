@@ -8,6 +8,9 @@ the 64-row block boundary, hidden sizes that are not multiples of the vector wid
 smaller than and equal to (r, d).
 """
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -372,3 +375,11 @@ def test_error_task_ids():
 def test_set_isa_rejects_unknown_name():
     with pytest.raises(RuntimeError, match=r"cpu_set_isa: name must be one of"):
         C.cpu_set_isa("neon")
+
+
+def test_isa_chosen_by_environment_at_start_up():
+    code = "from lc_kernels import _ext; print(_ext.load().cpu_isa())"
+    env = dict(os.environ, LC_CPU_ISA="default")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "default"

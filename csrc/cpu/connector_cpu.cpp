@@ -5,7 +5,8 @@
 //   backward_dx_cpu(dy, theta, ids, t, r, alpha, out=None)                  -> dx
 //   backward_params_cpu(x, dy, theta, ids, t, r, alpha, out_dtheta=None, out_dbias=None)
 //                                                                           -> (dtheta, dbias)
-//   cpu_isa() / cpu_set_isa(name)   which instruction-set variant runs (tests force each one)
+//   cpu_isa() / cpu_set_isa(name)   which instruction-set variant runs (tests force each one;
+//                                   LC_CPU_ISA=default|avx2|avx512 picks one at start-up)
 // x/dy (N, d) float32 or float64, theta (T, K, p, q) and bias (T, d) in the same dtype, ids (N,)
 // int64 or None (then T == 1). Accumulation is in the input dtype (float32 or float64).
 //
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -66,10 +68,31 @@ Isa best_isa() {
 
 std::atomic<int> g_isa{-1};
 
+bool parse_isa(const std::string& name, Isa* out) {
+  if (name == "auto") {
+    *out = best_isa();
+  } else if (name == "avx512") {
+    *out = Isa::kAvx512;
+  } else if (name == "avx2") {
+    *out = Isa::kAvx2;
+  } else if (name == "default") {
+    *out = Isa::kDefault;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The widest supported variant, unless LC_CPU_ISA names another one (e.g. "avx2" where AVX-512
+// lowers the clock of the rest of the program); an unknown or unsupported value falls back to auto.
 Isa current_isa() {
   int v = g_isa.load(std::memory_order_relaxed);
   if (v < 0) {
-    v = static_cast<int>(best_isa());
+    Isa isa = best_isa();
+    const char* env = std::getenv("LC_CPU_ISA");
+    Isa want;
+    if (env != nullptr && parse_isa(env, &want) && isa_supported(want)) isa = want;
+    v = static_cast<int>(isa);
     g_isa.store(v, std::memory_order_relaxed);
   }
   return static_cast<Isa>(v);
@@ -117,17 +140,8 @@ std::string get_isa() { return isa_name(current_isa()); }
 std::string set_isa(const std::string& name) {
   const std::string prev = get_isa();
   Isa want;
-  if (name == "auto") {
-    want = best_isa();
-  } else if (name == "avx512") {
-    want = Isa::kAvx512;
-  } else if (name == "avx2") {
-    want = Isa::kAvx2;
-  } else if (name == "default") {
-    want = Isa::kDefault;
-  } else {
-    TORCH_CHECK(false, "cpu_set_isa: name must be one of 'auto', 'default', 'avx2', 'avx512', got '", name, "'");
-  }
+  TORCH_CHECK(parse_isa(name, &want), "cpu_set_isa: name must be one of 'auto', 'default', 'avx2', 'avx512', got '",
+              name, "'");
   TORCH_CHECK(isa_supported(want), "cpu_set_isa: this CPU does not support '", name,
               "'; use 'auto' or 'default'");
   g_isa.store(static_cast<int>(want), std::memory_order_relaxed);
