@@ -318,6 +318,15 @@ def run_multitask(args) -> int:
         print(f"error: joint multi-task training (--task a,b,...) supports --method layerconnect only, "
               f"got {method!r}", file=sys.stderr)
         return 2
+    unsupported = [flag for flag, given in (("--resume", getattr(args, "resume", False)),
+                                            ("--heldout", getattr(args, "heldout", 0)),
+                                            ("--method-option", getattr(args, "method_option", None)),
+                                            ("--save-steps", getattr(args, "save_steps", None)))
+                   if given]
+    if unsupported:
+        print(f"error: {', '.join(unsupported)} not supported by joint multi-task training (yet); "
+              "run without it, or train the tasks one at a time", file=sys.stderr)
+        return 2
     tasks = split_tasks(args.task) if isinstance(args.task, str) else list(args.task)
     connector = {k: getattr(args, k) for k in ("positions", "down_factor", "num_anchors", "alpha", "backend")
                  if getattr(args, k, None) is not None}

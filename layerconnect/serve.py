@@ -114,32 +114,42 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            units = await self._collect()
-            live = [(r, f) for r, f in units if not f.done()]  # a client may have gone away
-            if not live:
-                continue
-            flat = [req for r, _ in live for req in r]
             try:
-                results = await loop.run_in_executor(self._pool, self._predict, flat)
-            except Exception:
-                # Something in the batch failed (e.g. a task removed meanwhile): answer each unit on its
-                # own so one bad unit does not fail the others.
-                for r, f in live:
-                    try:
-                        res = await loop.run_in_executor(self._pool, self._predict, r)
-                        self._count(1, len(r), 1)
-                        if not f.done():
-                            f.set_result(res)
-                    except Exception as exc:  # noqa: BLE001 - becomes the HTTP answer
-                        if not f.done():
-                            f.set_exception(exc)
-                continue
-            self._count(1, len(flat), len(live))
-            k = 0
+                await self._serve_one_batch(loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                import logging
+
+                logging.getLogger("layerconnect.serve").exception("batch worker error: %s", exc)
+
+    async def _serve_one_batch(self, loop) -> None:
+        units = await self._collect()
+        live = [(r, f) for r, f in units if not f.done()]  # a client may have gone away
+        if not live:
+            return
+        flat = [req for r, _ in live for req in r]
+        try:
+            results = await loop.run_in_executor(self._pool, self._predict, flat)
+        except Exception:
+            # Something in the batch failed (e.g. a task removed meanwhile): answer each unit on its
+            # own so one bad unit does not fail the others.
             for r, f in live:
-                if not f.done():
-                    f.set_result(results[k:k + len(r)])
-                k += len(r)
+                try:
+                    res = await loop.run_in_executor(self._pool, self._predict, r)
+                    self._count(1, len(r), 1)
+                    if not f.done():
+                        f.set_result(res)
+                except Exception as exc:  # noqa: BLE001 - becomes the HTTP answer
+                    if not f.done():
+                        f.set_exception(exc)
+            return
+        self._count(1, len(flat), len(live))
+        k = 0
+        for r, f in live:
+            if not f.done():
+                f.set_result(results[k:k + len(r)])
+            k += len(r)
 
     def _count(self, batches: int, rows: int, requests: int) -> None:
         self.stats["batches"] += batches

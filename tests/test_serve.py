@@ -61,7 +61,7 @@ def served(setup):
     base, arts = setup
     model = MultiTaskModel(base, arts, dtype=torch.float64)
     # a generous wait so that the concurrent clients below land in shared batches
-    with _Server(create_app(model, max_batch=MAX_BATCH, max_wait_ms=150)) as srv:
+    with _Server(create_app(model, max_batch=MAX_BATCH, max_wait_ms=250)) as srv:
         yield model, srv
 
 
@@ -223,3 +223,31 @@ def test_cli_rejects_bad_task_spec():
     args = parser.parse_args(["serve", "--model", "m", "--task", "a=/x", "--task", "b=/y"])
     assert args.tasks == [("a", "/x"), ("b", "/y")] and args.host == "127.0.0.1"
     assert json.dumps(args.max_batch) == "32"
+
+
+def test_batcher_isolates_a_failing_unit(setup):
+    """A unit that fails inside the model (here: a task that vanished after validation) fails alone;
+    the units batched with it still get their answers."""
+    import asyncio
+
+    from layerconnect.multitask import Request
+    from layerconnect.serve import Batcher
+
+    base, arts = setup
+    model = MultiTaskModel(base, {"sent": arts["sent"]}, dtype=torch.float64)
+
+    async def go():
+        b = Batcher(model, max_batch=8, max_wait_ms=200)
+        await b.start()
+        try:
+            good = [Request("sent", "fine")]
+            bad = [Request("gone", "x")]
+            return await asyncio.wait_for(
+                asyncio.gather(b.submit(good), b.submit(bad), return_exceptions=True), timeout=60), b.stats
+        finally:
+            await b.stop()
+
+    (ok, err), stats = asyncio.run(go())
+    assert isinstance(err, KeyError) and "gone" in str(err)
+    _close(ok[0], model.predict([{"task": "sent", "text": "fine"}])[0])
+    assert stats["requests"] == 1 and stats["rows"] == 1
