@@ -6,7 +6,11 @@
 
 #include "connector_cpu_args.h"
 
+// GCC on x86 only: elsewhere (clang, other architectures) this unit compiles as baseline code,
+// still correct, just not faster; on non-x86 it is never selected (no cpuid match).
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#endif
 #define LC_ISA_NS isa_avx512
 #define LC_ISA_NAME "avx512"
 #define LC_VB 64
