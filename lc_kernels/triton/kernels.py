@@ -6,7 +6,7 @@ host computes k0, k1, h0, h1 from t), W = A S B^T (r x d) with A (r x p), B (d x
 align-corners linear-interpolation matrices (two non-zeros per row), y = x + alpha (z W + b).
 
 Nothing of size r x d is ever written to memory: every kernel that needs W rebuilds the
-(BLOCK_R x BLOCK_D) tile it is about to multiply from Theta (K*p*q numbers, L1/L2 resident) with
+(BLOCK_R x BLOCK_D) tile (BLOCK_R a chunk of r) it is about to multiply from Theta (K*p*q numbers, L1/L2 resident) with
 integer-exact neighbour arithmetic (``lo = i (p-1) // (r-1)``, ``frac = (i (p-1) % (r-1)) / (r-1)``,
 the interpolation weights formed in float64 and rounded once, exactly as ``reference.interp_matrix``).
 
@@ -98,9 +98,9 @@ def _weight_tile(th_ptr, offs_i, offs_j, r, d, p, q, den_r, den_d, K0, K1, H0, H
 def _pool_rows(x_ptr, row_off, sel, offs_i, r, g, CDT: tl.constexpr, BLOCK_G: tl.constexpr):
     """z = D(x) for the rows at ``row_off`` (int64 element offsets) where ``sel``; 0 elsewhere.
 
-    x is read as a (rows, BLOCK_R, BLOCK_G) view of the (rows, r, g) reshaped row, so the
-    down-sampling is a register reduction over the last axis: each x element of the rows is read
-    once, whatever g (powers of two or not)."""
+    x is read as a (rows, len(offs_i), BLOCK_G) view of the (rows, r, g) reshaped row, so the
+    down-sampling is a register reduction over the last axis: each x element the chunk of z needs
+    is read once, whatever g (powers of two or not)."""
     offs_g = tl.arange(0, BLOCK_G)
     z = tl.zeros([sel.shape[0], offs_i.shape[0]], CDT)
     for j0 in range(0, g, BLOCK_G):
@@ -124,13 +124,15 @@ def _task_range(ids_ptr, rows, rmask):
 # -------------------------------------------------------------------------------------------------
 # forward
 # -------------------------------------------------------------------------------------------------
-# Tiling: one program per BLOCK_N rows of x; the full row of z (BLOCK_N x BLOCK_R, BLOCK_R =
-# next_pow2(r)) stays in registers. Phase 1 pools x into z. Phase 2 walks the d output columns in
-# BLOCK_D chunks: builds the W tile (BLOCK_R x BLOCK_D) from Theta, o = z W_tile on the tensor cores
-# (fp32 accumulate), adds bias and the residual x chunk, writes the y chunk.
-# Memory traffic: x is read from DRAM once (phase 2 re-reads the same BLOCK_N x d tile, a few tens
-# of KiB just touched by this program, from L2), y written once, Theta/bias from cache. No W, no z
-# in memory: the only allocation is y.
+# Tiling: one program per BLOCK_N rows of x. For each BLOCK_D chunk of output columns it
+# accumulates o = z W over r in BLOCK_R chunks: the z chunk (BLOCK_N x BLOCK_R) is pooled from the
+# matching g*BLOCK_R columns of x, the W tile (BLOCK_R x BLOCK_D) is rebuilt from Theta, and the
+# product runs on the tensor cores (fp32 accumulate); then bias and the residual x chunk are added
+# and the y chunk is written. Keeping only chunks of z and W live (instead of the whole z row and a
+# BLOCK_R = r tile of W) is what keeps the program in registers (no spills at r = 96, d = 768).
+# Memory traffic: x is read from DRAM once and y written once; the program re-reads its own
+# BLOCK_N x d tile of x (a few tens of KiB) from L1/L2 once per output chunk. No W, no z in
+# memory: the only allocation is y.
 @triton.jit
 def connector_fwd_kernel(
     x_ptr, th_ptr, b_ptr, ids_ptr, y_ptr,
@@ -146,8 +148,7 @@ def connector_fwd_kernel(
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
     row_off = rows * d
-    offs_i = tl.arange(0, BLOCK_R)
-    z = _pool_rows(x_ptr, row_off, rmask, offs_i, r, g, CDT, BLOCK_G)
+    offs_k = tl.arange(0, BLOCK_R)
     alpha = _scalar(ALPHA, CDT)
     kpq = K * p * q
     if HAS_IDS:
@@ -156,18 +157,24 @@ def connector_fwd_kernel(
         offs_j = c0 + tl.arange(0, BLOCK_D)
         jmask = offs_j < d
         m2 = rmask[:, None] & jmask[None, :]
+        acc = tl.zeros([BLOCK_N, BLOCK_D], CDT)
+        for i0 in range(0, r, BLOCK_R):
+            offs_i = i0 + offs_k
+            if HAS_IDS:
+                for tau in range(tlo, thi + 1):
+                    sel = rmask & (tid == tau)
+                    if tl.sum(sel.to(tl.int32)) > 0:
+                        z = _pool_rows(x_ptr, row_off, sel, offs_i, r, g, CDT, BLOCK_G)
+                        w = _weight_tile(th_ptr + tl.cast(tau, tl.int64) * kpq, offs_i, offs_j, r, d, p, q,
+                                         den_r, den_d, K0, K1, H0, H1, MIX)
+                        acc += _mm(z, w, LOWP, XDT)
+            else:
+                z = _pool_rows(x_ptr, row_off, rmask, offs_i, r, g, CDT, BLOCK_G)
+                w = _weight_tile(th_ptr, offs_i, offs_j, r, d, p, q, den_r, den_d, K0, K1, H0, H1, MIX)
+                acc += _mm(z, w, LOWP, XDT)
         if HAS_IDS:
-            acc = tl.zeros([BLOCK_N, BLOCK_D], CDT)
-            for tau in range(tlo, thi + 1):
-                sel = rmask & (tid == tau)
-                if tl.sum(sel.to(tl.int32)) > 0:
-                    w = _weight_tile(th_ptr + tl.cast(tau, tl.int64) * kpq, offs_i, offs_j, r, d, p, q,
-                                     den_r, den_d, K0, K1, H0, H1, MIX)
-                    acc += _mm(tl.where(sel[:, None], z, 0.0), w, LOWP, XDT)
             bt = tl.load(b_ptr + tid[:, None] * d + offs_j[None, :], mask=m2, other=0.0)
         else:
-            w = _weight_tile(th_ptr, offs_i, offs_j, r, d, p, q, den_r, den_d, K0, K1, H0, H1, MIX)
-            acc = _mm(z, w, LOWP, XDT)
             bt = tl.load(b_ptr + offs_j, mask=jmask, other=0.0)[None, :]
         xo = row_off[:, None] + offs_j[None, :]
         xt = tl.load(x_ptr + xo, mask=m2, other=0.0).to(CDT)
@@ -178,12 +185,12 @@ def connector_fwd_kernel(
 # -------------------------------------------------------------------------------------------------
 # backward dx = dy + alpha U(dy W^T)
 # -------------------------------------------------------------------------------------------------
-# Tiling: one program per BLOCK_N rows of dy. Phase 1 walks d in BLOCK_D chunks and accumulates
-# v = dy W^T (BLOCK_N x BLOCK_R) with the W tile rebuilt from Theta. Phase 2 writes dx through the
-# (rows, r, g) view of the row, so U (spread v[n, i] / g over channels i*g .. i*g+g-1) is a
-# register broadcast, not a gather.
-# Memory traffic: dy read from DRAM once (phase 2's re-read of the program's own tile hits L2), dx
-# written once; nothing else but Theta.
+# Tiling: one program per BLOCK_N rows of dy. For each BLOCK_R chunk of r it accumulates
+# v = dy W^T (BLOCK_N x BLOCK_R) over d in BLOCK_D chunks (W tile rebuilt from Theta), then writes
+# the g*BLOCK_R columns of dx that this chunk of v feeds, through the (rows, BLOCK_R, g) view of the
+# row, so U (spread v[n, i] / g over channels i*g .. i*g+g-1) is a register broadcast, not a gather.
+# Memory traffic: dy read from DRAM once (the program's own BLOCK_N x d tile is re-read from L1/L2
+# once per r chunk), dx written once; nothing else but Theta.
 @triton.jit
 def connector_bwd_dx_kernel(
     dy_ptr, th_ptr, ids_ptr, dx_ptr,
@@ -199,52 +206,56 @@ def connector_bwd_dx_kernel(
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
     row_off = rows * d
-    offs_i = tl.arange(0, BLOCK_R)
+    offs_k = tl.arange(0, BLOCK_R)
+    offs_g = tl.arange(0, BLOCK_G)
     kpq = K * p * q
-    v = tl.zeros([BLOCK_N, BLOCK_R], CDT)
+    scale = _scalar(ALPHA, CDT)
     if HAS_IDS:
         tid, tlo, thi = _task_range(ids_ptr, rows, rmask)
-    for c0 in range(0, d, BLOCK_D):
-        offs_j = c0 + tl.arange(0, BLOCK_D)
-        m2 = rmask[:, None] & (offs_j < d)[None, :]
-        dyt = tl.load(dy_ptr + row_off[:, None] + offs_j[None, :], mask=m2, other=0.0)
-        if not LOWP:
-            dyt = dyt.to(CDT)
-        if HAS_IDS:
-            for tau in range(tlo, thi + 1):
-                sel = rmask & (tid == tau)
-                if tl.sum(sel.to(tl.int32)) > 0:
-                    w = _weight_tile(th_ptr + tl.cast(tau, tl.int64) * kpq, offs_i, offs_j, r, d, p, q,
-                                     den_r, den_d, K0, K1, H0, H1, MIX)
-                    part = _mm(dyt, tl.trans(w), LOWP, XDT)
-                    v += tl.where(sel[:, None], part, 0.0)
-        else:
-            w = _weight_tile(th_ptr, offs_i, offs_j, r, d, p, q, den_r, den_d, K0, K1, H0, H1, MIX)
-            v += _mm(dyt, tl.trans(w), LOWP, XDT)
-    # U: v[n, i] / g on each of the g channels of group i, times alpha
-    v = _scalar(ALPHA, CDT) * (v / g)
-    offs_g = tl.arange(0, BLOCK_G)
-    for j0 in range(0, g, BLOCK_G):
-        jj = j0 + offs_g
-        col = offs_i[:, None] * g + jj[None, :]
-        m3 = rmask[:, None, None] & ((offs_i < r)[:, None] & (jj < g)[None, :])[None, :, :]
-        o3 = row_off[:, None, None] + col[None, :, :]
-        dyt3 = tl.load(dy_ptr + o3, mask=m3, other=0.0).to(CDT)
-        dx3 = dyt3 + v[:, :, None]
-        tl.store(dx_ptr + o3, dx3.to(dx_ptr.dtype.element_ty), mask=m3)
+    for i0 in range(0, r, BLOCK_R):
+        offs_i = i0 + offs_k
+        v = tl.zeros([BLOCK_N, BLOCK_R], CDT)
+        for c0 in range(0, d, BLOCK_D):
+            offs_j = c0 + tl.arange(0, BLOCK_D)
+            m2 = rmask[:, None] & (offs_j < d)[None, :]
+            dyt = tl.load(dy_ptr + row_off[:, None] + offs_j[None, :], mask=m2, other=0.0)
+            if not LOWP:
+                dyt = dyt.to(CDT)
+            if HAS_IDS:
+                for tau in range(tlo, thi + 1):
+                    sel = rmask & (tid == tau)
+                    if tl.sum(sel.to(tl.int32)) > 0:
+                        w = _weight_tile(th_ptr + tl.cast(tau, tl.int64) * kpq, offs_i, offs_j, r, d, p, q,
+                                         den_r, den_d, K0, K1, H0, H1, MIX)
+                        part = _mm(dyt, tl.trans(w), LOWP, XDT)
+                        v += tl.where(sel[:, None], part, 0.0)
+            else:
+                w = _weight_tile(th_ptr, offs_i, offs_j, r, d, p, q, den_r, den_d, K0, K1, H0, H1, MIX)
+                v += _mm(dyt, tl.trans(w), LOWP, XDT)
+        # U: v[n, i] / g on each of the g channels of group i, times alpha
+        v = scale * (v / g)
+        for j0 in range(0, g, BLOCK_G):
+            jj = j0 + offs_g
+            col = offs_i[:, None] * g + jj[None, :]
+            m3 = rmask[:, None, None] & ((offs_i < r)[:, None] & (jj < g)[None, :])[None, :, :]
+            o3 = row_off[:, None, None] + col[None, :, :]
+            dyt3 = tl.load(dy_ptr + o3, mask=m3, other=0.0).to(CDT)
+            dx3 = dyt3 + v[:, :, None]
+            tl.store(dx_ptr + o3, dx3.to(dx_ptr.dtype.element_ty), mask=m3)
 
 
 # -------------------------------------------------------------------------------------------------
 # backward dTheta, db: launch 1 of 2 (token-split partial sums)
 # -------------------------------------------------------------------------------------------------
-# Grid (S splits of RPS consecutive rows) x (d / BLOCK_D column chunks). Program (s, c) owns the
-# (BLOCK_R x BLOCK_D) block of G_s = z_s^T dy_s and the BLOCK_D slice of sum_n dy_s for each task
-# present in split s, accumulates over its rows in BLOCK_N tiles in a fixed order, and writes them
-# to its own slot of the partial buffers (no atomics: the result is bitwise deterministic).
-# Memory traffic: dy read once; x read once per column chunk (the d/BLOCK_D programs of a split run
-# side by side, so after the first the x tile comes from L2); partials S*T*r*d + S*T*d written
-# (S is chosen so that this stays far below N*d). Splits whose rows hold several tasks re-read
-# their rows once per task in [tlo, thi]; the task range of each split goes to ``rng``.
+# Grid (S splits of RPS consecutive rows) x (r / BLOCK_R) x (d / BLOCK_D). Program (s, ci, cj) owns
+# the (BLOCK_R x BLOCK_D) block of G_s = z_s^T dy_s (and, for ci = 0, the BLOCK_D slice of
+# sum_n dy_s) for each task present in split s; it accumulates over its rows in BLOCK_N tiles in a
+# fixed order and writes its own slot of the partial buffers (no atomics: bitwise deterministic).
+# Memory traffic: x read once per column chunk and dy once per r chunk, but only the g*BLOCK_R
+# columns of x a z chunk needs; the programs of one split run side by side, so repeats come from
+# L2. Partials S*T*r*d + S*T*d written (S is chosen so this stays far below N*d). Splits holding
+# several tasks re-read their rows once per task in [tlo, thi]; each split's task range goes to
+# ``rng``.
 @triton.jit
 def connector_bwd_partial_kernel(
     x_ptr, dy_ptr, ids_ptr, pw_ptr, pb_ptr, rng_ptr,
@@ -256,10 +267,11 @@ def connector_bwd_partial_kernel(
     CDT: tl.constexpr = pw_ptr.dtype.element_ty
     XDT: tl.constexpr = x_ptr.dtype.element_ty
     s = tl.program_id(0).to(tl.int64)
-    pc = tl.program_id(1)
+    pi = tl.program_id(1)
+    pc = tl.program_id(2)
     n_start = s * RPS
     n_end = tl.minimum(n_start + RPS, N)
-    offs_i = tl.arange(0, BLOCK_R)
+    offs_i = pi * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_j = pc * BLOCK_D + tl.arange(0, BLOCK_D)
     jmask = offs_j < d
     offs_n = tl.arange(0, BLOCK_N)
@@ -272,7 +284,7 @@ def connector_bwd_partial_kernel(
             tid, a, b = _task_range(ids_ptr, rows, rmask)
             tlo = tl.minimum(tlo, a)
             thi = tl.maximum(thi, b)
-        if pc == 0:
+        if (pc == 0) & (pi == 0):
             tl.store(rng_ptr + 2 * s, tlo)
             tl.store(rng_ptr + 2 * s + 1, thi)
     else:
@@ -294,11 +306,13 @@ def connector_bwd_partial_kernel(
             if not LOWP:
                 dyt = dyt.to(CDT)
             acc += _mm(tl.trans(z), dyt, LOWP, XDT)
-            accb += tl.sum(dyt.to(CDT), axis=0)
+            if pi == 0:
+                accb += tl.sum(dyt.to(CDT), axis=0)
         slot = s * T + tau
         po = (slot * r + offs_i[:, None]) * d + offs_j[None, :]
         tl.store(pw_ptr + po, acc, mask=(offs_i < r)[:, None] & jmask[None, :])
-        tl.store(pb_ptr + slot * d + offs_j, accb, mask=jmask)
+        if pi == 0:
+            tl.store(pb_ptr + slot * d + offs_j, accb, mask=jmask)
 
 
 # -------------------------------------------------------------------------------------------------
