@@ -100,6 +100,9 @@ class RunConfig:
             "train_subsample": self.train_subsample,
             "data_seed": HELDOUT_SEED,
             "data_dir": self.data_dir,
+            # what must match for --resume to continue the same run
+            "optimisation": {k: getattr(self, k) for k in ("epochs", "max_steps", "lr", "batch_size", "warmup_ratio",
+                                                           "weight_decay", "max_grad_norm", "save_steps")},
         }
 
 
@@ -376,10 +379,23 @@ def _plot_curves(history: List[dict], path: str, score_key: str, title: str) -> 
 # the run
 
 
-def train(cfg: RunConfig) -> dict:
-    """Run one fine-tuning; returns the metrics dict written to ``metrics.json``.
+def trainable_digest(model) -> str:
+    """sha256 over the trainable tensors (name, dtype, shape, bytes): equal digests = equal weights."""
+    import hashlib
 
-    Raises KeyboardInterrupt-free: an interrupt returns ``{"interrupted": True, ...}`` after saving.
+    h = hashlib.sha256()
+    for n, t in sorted(trainable_state(model).items()):
+        h.update(f"{n}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(cfg: RunConfig, return_trainer: bool = False):
+    """Run one fine-tuning; returns the metrics dict written to ``metrics.json``
+    (``(metrics, trainer)`` with ``return_trainer``).
+
+    A Ctrl-C does not raise: the step in flight finishes, a checkpoint is saved and the result is
+    ``{"interrupted": True, "checkpoint": ...}``.
     """
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments, set_seed
 
@@ -445,7 +461,7 @@ def train(cfg: RunConfig) -> dict:
         load_best_model_at_end=True,
         metric_for_best_model=score_key,
         greater_is_better=True,
-        save_total_limit=1,  # plus the best one, which Trainer keeps as well
+        save_total_limit=2,  # the latest (to resume or extend) and the best (Trainer keeps both)
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=0,
@@ -492,7 +508,8 @@ def train(cfg: RunConfig) -> dict:
         latest = find_resume_checkpoint(cfg.output_dir)
         if main:
             print(f"Stopped early; checkpoint {latest}. Continue with the same command plus --resume.", file=sys.stderr)
-        return {"interrupted": True, "checkpoint": latest}
+        res = {"interrupted": True, "checkpoint": latest}
+        return (res, trainer) if return_trainer else res
 
     # the best checkpoint is loaded (load_best_model_at_end); evaluate it once more for the record
     final: Dict[str, Dict[str, float]] = _logged_eval(trainer.state, eval_names)
@@ -513,6 +530,14 @@ def train(cfg: RunConfig) -> dict:
     else:
         scores = {f"{n}_{k}": final[n][k] for n in eval_names for k in metric_names}
         headline = task_score(task.name, scores)
+    digest = trainable_digest(model)
+    if args.world_size > 1 and torch.distributed.is_initialized():
+        # data parallel must leave every rank with the same weights; check it rather than assume it
+        digests = [None] * args.world_size
+        torch.distributed.all_gather_object(digests, digest)
+        print(f"rank {args.process_index}: trainable sha256 {digest}", file=sys.stderr, flush=True)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks disagree on the trained weights: {digests}")
     wall = time.time() - t_start
     hist = trainer.state.log_history
     metrics = {
@@ -532,6 +557,7 @@ def train(cfg: RunConfig) -> dict:
         "history": [{"step": h["step"], "epoch": h.get("epoch"), "score": h[f"eval_{score_key}"]}
                     for h in hist if f"eval_{score_key}" in h],
         "trainable_params": n_trainable,
+        "trainable_sha256": digest,
         "total_params": n_total,
         "global_steps": trainer.state.global_step,
         "train_runtime_s": out.metrics.get("train_runtime"),
@@ -560,7 +586,7 @@ def train(cfg: RunConfig) -> dict:
             print(f"warning: could not draw curves.png: {e}", file=sys.stderr)
     if args.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return metrics
+    return (metrics, trainer) if return_trainer else metrics
 
 
 def command_line(args_dict: dict, prog: str = "layerconnect train") -> str:
