@@ -42,7 +42,9 @@ def _jit_build():
         name="lc_kernels_C_jit",
         sources=sources,
         extra_include_paths=[str(src)],
-        extra_cflags=["-O3", "-std=c++17", f'-DLC_TORCH_VERSION="{torch.__version__}"'],
+        # -fopenmp as in setup.py: at::parallel_for only threads when compiled with OpenMP
+        extra_cflags=["-O3", "-std=c++17", "-fopenmp", f'-DLC_TORCH_VERSION="{torch.__version__}"'],
+        extra_ldflags=["-fopenmp"],
         verbose=False,
     )
 
