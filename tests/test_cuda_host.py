@@ -1,5 +1,5 @@
 """The CUDA backend's checks that need no GPU: the g++ host test of the kernels' index arithmetic,
-nvcc compilation of the torch-free kernels for sm_80 and sm_90, the binding's syntax against the
+the kernels themselves under a CPU SIMT emulator, nvcc compilation of the torch-free kernels for sm_80 and sm_90, the binding's syntax against the
 installed torch headers, and the backend's registration (csrc/cuda/check.sh does the same)."""
 import os
 import shutil
@@ -31,7 +31,7 @@ def _run(cmd, timeout):
 def test_host_test_compiles_and_passes(tmp_path):
     exe = tmp_path / "host_test"
     rc, out = _run(
-        [GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(CSRC), str(CUDA_DIR / "host_test.cpp"), "-o", str(exe)],
+        [GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(CSRC), str(CUDA_DIR / "tests" / "host_test.cpp"), "-o", str(exe)],
         timeout=300,
     )
     assert rc == 0, f"g++ failed to build the host test:\n{out}"
@@ -49,10 +49,25 @@ def test_host_test_detects_a_broken_helper(tmp_path):
     (tmp_path / "cuda").mkdir()
     (tmp_path / "cuda" / "connector_kernels.cuh").write_text(broken)
     exe = tmp_path / "host_test"
-    rc, out = _run([GXX, "-std=c++17", "-O1", "-I", str(tmp_path), str(CUDA_DIR / "host_test.cpp"), "-o", str(exe)], timeout=300)
+    rc, out = _run([GXX, "-std=c++17", "-O1", "-I", str(tmp_path), "-I", str(CSRC), str(CUDA_DIR / "tests" / "host_test.cpp"), "-o", str(exe)], timeout=300)
     assert rc == 0, out
     rc, out = _run([str(exe)], timeout=300)
     assert rc != 0 and "FAIL" in out
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ is not installed")
+def test_kernels_pass_under_the_simt_emulator(tmp_path):
+    """The real kernel source, run on the CPU one std::thread per CUDA thread, against the dense
+    float64 connector with NaN-poisoned outputs (csrc/cuda/tests/emu_test.cpp)."""
+    exe = tmp_path / "emu_test"
+    rc, out = _run(
+        [GXX, "-std=c++20", "-O1", "-pthread", "-DLC_SIMT_EMULATION", "-I", str(CUDA_DIR / "tests" / "emu"), "-I", str(CSRC),
+         str(CUDA_DIR / "tests" / "emu_test.cpp"), "-o", str(exe)],
+        timeout=600,
+    )
+    assert rc == 0, f"g++ failed to build the emulation test:\n{out}"
+    rc, out = _run([str(exe)], timeout=600)
+    assert rc == 0 and "EMULATION PASSED" in out, f"kernels failed under emulation:\n{out}"
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")

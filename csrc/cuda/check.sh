@@ -2,8 +2,10 @@
 # Checks the CUDA backend sources on a machine without a GPU:
 #   1. the host test (g++, no CUDA, no torch): interpolation, hat weights, bilinear weights,
 #      adjoint gathers, launch planning and a float64 emulation of the kernels' algorithm;
-#   2. every torch-free .cu compiled by nvcc for sm_80 and sm_90;
-#   3. binding.cpp syntax-checked against the installed torch headers (skipped when torch is not
+#   2. the real kernels run on the CPU by a small SIMT emulator (tests/emu/) against a dense float64
+#      connector, outputs NaN-poisoned (tests/emu_test.cpp);
+#   3. every torch-free .cu compiled by nvcc for sm_80 and sm_90;
+#   4. binding.cpp syntax-checked against the installed torch headers (skipped when torch is not
 #      importable; LC_SKIP_BINDING_CHECK=1 skips it). A CPU-only torch lacks one generated CUDA
 #      header (c10/cuda/impl/cuda_cmake_macros.h), which is shimmed as an empty file.
 # Usage: bash csrc/cuda/check.sh     (NVCC, CXX, PYTHON override the tools)
@@ -17,8 +19,12 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
 echo "== host test ($CXX)"
-"$CXX" -std=c++17 -O1 -Wall -Wextra -Werror -I "$CSRC" "$HERE/host_test.cpp" -o "$TMP/host_test"
+"$CXX" -std=c++17 -O1 -Wall -Wextra -Werror -I "$CSRC" "$HERE/tests/host_test.cpp" -o "$TMP/host_test"
 "$TMP/host_test"
+
+echo "== kernels under the SIMT emulator ($CXX, one std::thread per CUDA thread)"
+"$CXX" -std=c++20 -O1 -pthread -DLC_SIMT_EMULATION -I "$HERE/tests/emu" -I "$CSRC" "$HERE/tests/emu_test.cpp" -o "$TMP/emu_test"
+"$TMP/emu_test"
 
 echo "== nvcc: sm_80 + sm_90 ($("$NVCC" --version | tail -n 2 | head -n 1))"
 for cu in "$HERE"/*.cu; do

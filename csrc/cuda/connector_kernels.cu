@@ -32,6 +32,10 @@
 //    moderate N), the workspace written once.
 // 2. reduce kernel: each output element sums the chunk partials in a fixed order, applies alpha
 //    and writes every anchor k: dTheta_k = h_k(t) alpha dS, db = alpha sum. Deterministic.
+//
+// Without a GPU these kernels are exercised by tests/emu_test.cpp, which compiles this file with
+// g++ under a small SIMT emulator (LC_SIMT_EMULATION hides the launchers) and compares every
+// output with a dense float64 connector.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -588,6 +592,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+#ifndef LC_SIMT_EMULATION  // tests/emu_test.cpp compiles the kernels above with g++, without launchers
 // ------------------------------------------------------------------------------------------
 // host side
 // ------------------------------------------------------------------------------------------
@@ -770,8 +775,10 @@ Status launch_backward_params(const T* x, const T* dy, const int64_t* ids, A* dt
   return check_launch("connector_params_reduce_kernel");
 }
 
+#endif  // LC_SIMT_EMULATION
 }  // namespace
 
+#ifndef LC_SIMT_EMULATION
 // ------------------------------------------------------------------------------------------
 // public API (connector_api.h): dtype dispatch
 // ------------------------------------------------------------------------------------------
@@ -857,6 +864,7 @@ Status connector_backward_params(DType dtype, const void* x, const void* dy, con
   }
   return fail(-1, "unknown dtype tag %d", int(dtype));
 }
+#endif  // LC_SIMT_EMULATION
 
 }  // namespace cuda
 }  // namespace lc

@@ -1,6 +1,7 @@
-// Torch-free helpers shared by the CUDA kernels (connector_kernels.cu) and the g++ host test
-// (host_test.cpp). Everything here is plain C++ marked LC_HD, so the exact same interpolation,
-// hat-weight and tiling arithmetic runs on the device and is checked on the host without a GPU.
+// Torch-free helpers shared by the CUDA kernels (connector_kernels.cu) and the g++ host tests
+// (tests/host_test.cpp, tests/emu_test.cpp). Everything here is plain C++ marked LC_HD, so the
+// exact same interpolation, hat-weight and tiling arithmetic runs on the device and is checked on
+// the host without a GPU.
 //
 // Notation (SPEC.md §2-§4): x (N, d), z = D(x) (N, r), seeds Theta (T, K, p, q),
 // S = sum_k h_k(t) Theta_k (p, q), W = A S B^T (r, d) with A (r x p) and B (d x q) the 1-D
