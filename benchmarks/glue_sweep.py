@@ -92,13 +92,28 @@ def probe_plan():
 
 
 def best_probe(results):
-    """(lr, positions) of the best finished LayerConnect probe on the held-out slice (default if none)."""
+    """(lr, positions) of the best finished LayerConnect probe on the held-out slice (default if none).
+
+    Ties on the held-out score (after a few steps every setting may still predict the majority class)
+    are broken by the lower held-out loss, which does move.
+    """
     done = [r for r in results["runs"].values()
             if r["spec"]["stage"] == "probe" and r["spec"]["method"] == "layerconnect" and r["status"] == "done"]
     if not done:
         return 1e-3, "inner"
-    b = max(done, key=lambda r: r["score"])
+    b = max(done, key=lambda r: (round(r["score"], 6), -_eval_loss(r)))
     return b["spec"]["lr"], b["spec"]["positions"]
+
+
+def _eval_loss(rec):
+    if rec.get("eval_loss") is not None:
+        return rec["eval_loss"]
+    try:  # records written before eval_loss was stored: read the run's metrics.json
+        with open(os.path.join(rec["out_dir"], "metrics.json")) as fh:
+            m = json.load(fh)
+        return next(iter(m["eval"].values()))["loss"]
+    except (KeyError, OSError, StopIteration):
+        return float("inf")
 
 
 def plan(results):
@@ -147,6 +162,8 @@ def cmd_run(args):
     run_root = args.run_root
     os.makedirs(run_root, exist_ok=True)
     results = load_results(args.results)
+    for rid, rec in results["runs"].items():  # records from before out_dir was stored
+        rec.setdefault("out_dir", os.path.join(run_root, rid))
     results.setdefault("sweep_commands", []).append(" ".join(sys.argv))
     _atomic_json(args.results, results)
     deadline = _deadline(args.stop_at)
@@ -185,6 +202,7 @@ def cmd_run(args):
             rc = proc.returncode
         rec = results["runs"].get(s["id"], {"spec": s, "attempts": 0})
         rec["spec"] = s
+        rec["out_dir"] = out_dir
         rec["attempts"] = rec.get("attempts", 0) + 1
         rec["command"] = " ".join(a if a != sys.executable else "python" for a in argv)
         rec["source"] = {"repo": REPO, "commit": _git_commit()}
@@ -196,8 +214,8 @@ def cmd_run(args):
                        total_params=m["total_params"], train_runtime_s=m["train_runtime_s"],
                        wall_time_s=m["wall_time_s"], eval_split=m["eval_split"], eval_sizes=m["eval_sizes"],
                        train_size=m["train_size"], global_steps=m["global_steps"], versions=m["versions"],
-                       history=m["history"], finished_utc=m["time_utc"])
-            rec["attempts"] = 0 if False else rec["attempts"]
+                       history=m["history"], finished_utc=m["time_utc"],
+                       eval_loss=next(iter(m["eval"].values())).get("loss"))
         else:
             rec.update(status="interrupted" if rc == 130 else "failed", returncode=rc,
                        error_tail=_tail(log))
@@ -294,7 +312,15 @@ def cmd_report(args):
     w(f"- Hardware: 2 CPU cores shared with other jobs, torch threads 2 (`--threads 2`); times below are wall "
       f"clock under that sharing and only roughly comparable across runs.")
     w(f"- Versions: {json.dumps(vers)}")
-    w("- Exact sweep command(s): " + "; ".join(f"`{c}`" for c in results.get("sweep_commands", [])[-3:]))
+    snap = os.path.join(REPO, "runs", "sweep-src", "SOURCE_COMMIT")
+    if os.path.isfile(snap):
+        with open(snap) as fh:
+            commit = fh.read().strip()
+        w(f"- Code: the sweep ran from a copy of commit `{commit}` (`lc_kernels/`, `layerconnect/`, `benchmarks/` "
+          "copied to `runs/sweep-src/`, on `PYTHONPATH`), so that other engineers' concurrent edits could not "
+          "change the code halfway through the sweep.")
+    w("- Exact sweep command(s), run in that copy with `PYTHONPATH=$PWD nohup ... &`: "
+      + "; ".join(f"`python {c}`" for c in results.get("sweep_commands", [])[-3:]))
     w("- Each run's exact `layerconnect train` command is in the JSON (`runs[id].command`); e.g. "
       + (f"`{done[0]['command']}`" if done else "—") + "\n")
     w("**Caveat.** One epoch (and a single seed unless stated) is far below the usual GLUE protocol "
@@ -304,8 +330,8 @@ def cmd_report(args):
     probes = [r for r in done if r["spec"]["stage"] == "probe"]
     if probes:
         w("## Stage 1: LR / placement probe (MRPC, held-out slice of train)\n")
-        w("| method | lr | positions | held-out F1/acc mean | train rows | steps | time (s) |")
-        w("|---|---|---|---|---|---|---|")
+        w("| method | lr | positions | held-out F1/acc mean | held-out loss | train rows | steps | time (s) |")
+        w("|---|---|---|---|---|---|---|---|")
         for r in sorted(probes, key=lambda r: (r["spec"]["method"], r["spec"]["lr"], str(r["spec"]["positions"]))):
             w(f"| {r['spec']['method']} | {r['spec']['lr']:g} | {r['spec']['positions'] or '—'} | {r['score']:.1f} | "
               f"{r['train_size']} | {r['global_steps']} | {r['wall_time_s']:.0f} |")
