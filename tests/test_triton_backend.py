@@ -179,7 +179,11 @@ def test_params_are_deterministic_and_ignore_absent_tasks():
     assert s > 1 and (s - 1) * rps < n  # several splits, none empty: the cross-split sum is exercised
 
 
-def test_float16_error_within_twice_eager():
+@pytest.mark.parametrize("lowp", [False, True], ids=["fp32-dots", "fp16-dots"])
+def test_float16_error_within_twice_eager(lowp, monkeypatch):
+    # fp16-dots forces the GPU path's tensor-core operands (z, W, dy rounded to fp16, fp32
+    # accumulation) under the interpreter too, so that branch is checked without a GPU
+    monkeypatch.setattr(L, "_lowp", lambda v: lowp and v.dtype == torch.float16)
     x, th, b, ids, t, r = _make(CASES["g12_multitask"], torch.float16)
     dy = torch.randn_like(x)
     got = _grads(_triton_fn, x, th, b, ids, t, r, 0.7, dy)
@@ -237,6 +241,62 @@ def test_opcheck_custom_ops():
     dy = torch.randn_like(x)
     torch.library.opcheck(ops._backward_dx_op, (dy, th4.detach(), None, 0.6, 3, 0.9, "triton"))
     torch.library.opcheck(ops._backward_params_op, (x.detach(), dy, th4.detach(), None, 0.6, 3, 0.9, "triton"))
+
+
+_COMPILE_SCRIPT = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from lc_kernels.triton import kernels as K
+
+def sig(fn, ptrs):
+    out = {}
+    for prm in fn.params:
+        if prm.is_constexpr:
+            out[prm.name] = "constexpr"
+        elif prm.name.endswith("_ptr"):
+            out[prm.name] = ptrs.get(prm.name, "*i64")
+        else:
+            out[prm.name] = str(prm.annotation).strip("'\"") if prm.annotation else "i32"
+    return out
+
+ROW = dict(MIX=True, BLOCK_R=32, BLOCK_G=2, BLOCK_N=64, BLOCK_D=64)
+jobs = [
+    (K.connector_fwd_kernel, dict(x_ptr="*fp16", th_ptr="*fp32", b_ptr="*fp32", y_ptr="*fp16"),
+     dict(ROW, HAS_IDS=True, LOWP=True)),
+    (K.connector_bwd_dx_kernel, dict(dy_ptr="*bf16", th_ptr="*fp32", dx_ptr="*bf16"),
+     dict(ROW, HAS_IDS=False, LOWP=True)),
+    (K.connector_bwd_partial_kernel, dict(x_ptr="*fp64", dy_ptr="*fp64", pw_ptr="*fp64", pb_ptr="*fp64"),
+     dict(HAS_IDS=True, LOWP=False, BLOCK_R=32, BLOCK_G=2, BLOCK_N=64, BLOCK_D=64)),
+    (K.connector_bwd_reduce_kernel, dict(pw_ptr="*fp32", pb_ptr="*fp32", dth_ptr="*fp32", db_ptr="*fp32"),
+     dict(HAS_IDS=True, BLOCK_P=128, BLOCK_Q=32, BLOCK_R=32, BLOCK_D=64)),
+]
+for fn, ptrs, ce in jobs:
+    cc = triton.compile(ASTSource(fn=fn, signature=sig(fn, ptrs), constexprs=ce),
+                        target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    assert cc.asm.get("cubin"), fn.__name__
+    print("compiled", fn.__name__)
+"""
+
+
+@pytest.mark.skipif(not ON_CPU, reason="GPU runs compile the kernels anyway")
+def test_kernels_compile_for_sm90_without_a_gpu():
+    """The interpreter never runs the compiled path (tensor-core dots, float64 scalar arguments,
+    scf.if on task ranges): compile it for sm_90 here, in a subprocess without TRITON_INTERPRET."""
+    import subprocess
+    import sys
+
+    try:
+        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
+    except ImportError:
+        pytest.skip("this triton has no NVIDIA backend to compile with")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    res = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.stdout.count("compiled") == 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,5 +360,6 @@ def test_gpu_torch_compile_fullgraph():
     gth, gb = torch.autograd.grad(out, (th, b))
     out_e = f(x, th, b)
     eth, eb = torch.autograd.grad(out_e, (th, b))
-    assert torch.equal(out, out_e)
-    assert torch.equal(gth, eth) and torch.equal(gb, eb)
+    # inductor may fuse the square/mean (and their backward) differently: rounding-level only
+    for a, e in ((out, out_e), (gth, eth), (gb, eb)):
+        assert _rel(a, e) <= 1e-5
