@@ -275,6 +275,8 @@ def cmd_report(args):
 
     results = load_results(args.results)
     runs = results["runs"]
+    for rid, rec in runs.items():
+        rec.setdefault("out_dir", os.path.join(RUN_ROOT, rid))
     done = [r for r in runs.values() if r.get("status") == "done"]
     full_plan = plan(results)
     missing = [s for s in full_plan if runs.get(s["id"], {}).get("status") != "done"]
@@ -333,7 +335,7 @@ def cmd_report(args):
         w("| method | lr | positions | held-out F1/acc mean | held-out loss | train rows | steps | time (s) |")
         w("|---|---|---|---|---|---|---|---|")
         for r in sorted(probes, key=lambda r: (r["spec"]["method"], r["spec"]["lr"], str(r["spec"]["positions"]))):
-            w(f"| {r['spec']['method']} | {r['spec']['lr']:g} | {r['spec']['positions'] or '—'} | {r['score']:.1f} | "
+            w(f"| {r['spec']['method']} | {r['spec']['lr']:g} | {r['spec']['positions'] or '—'} | {r['score']:.1f} | {_eval_loss(r):.4f} | "
               f"{r['train_size']} | {r['global_steps']} | {r['wall_time_s']:.0f} |")
         w("")
 

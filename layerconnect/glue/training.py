@@ -309,7 +309,16 @@ def _callbacks(log_path: str, stop_flag: dict):
         """Ctrl-C sets the flag; the step in flight ends, then a checkpoint is saved and training stops."""
 
         def on_step_end(self, args, state, control, **kw):
-            if stop_flag["stop"]:
+            stop = stop_flag["stop"]
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # ranks may see the signal at different steps; agree on it, or one rank would stop while the
+                # others wait in the next all-reduce forever
+                dev = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" \
+                    else torch.device("cpu")
+                t = torch.tensor([1 if stop else 0], device=dev)
+                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+                stop = stop_flag["stop"] = bool(t.item())
+            if stop:
                 control.should_save = True
                 control.should_training_stop = True
             return control
