@@ -34,16 +34,17 @@ _BF16_MSG = (
 )
 
 
-def _configs(pairs):
+def _configs(space):
     if INTERPRET:
-        return [triton.Config({"BLOCK_N": 32, "BLOCK_D": 32})]
-    return [triton.Config({"BLOCK_N": bn, "BLOCK_D": bd}, num_warps=w) for bn, bd, w in pairs]
+        return [triton.Config({"BLOCK_N": 32, "BLOCK_D": 32, "BLOCK_G": 8})]
+    return [triton.Config({"BLOCK_N": bn, "BLOCK_D": bd, "BLOCK_G": bg}, num_warps=w) for bn, bd, w, bg in space]
 
 
-# (BLOCK_N, BLOCK_D, num_warps): the points of a wider grid that compile for sm_90 (fp16, r = 96,
-# d = 768, BLOCK_R = 32) with no or negligible register spills (checked with cuobjdump -res-usage).
-_ROW_SPACE = [(32, 64, 4), (64, 64, 8), (64, 128, 8), (32, 32, 4)]
-_PARTIAL_SPACE = [(32, 64, 4), (64, 64, 8), (64, 128, 8)]
+# (BLOCK_N, BLOCK_D, num_warps, BLOCK_G) with BLOCK_R = 32: the points of a wider grid that compile
+# for sm_90 (fp16, r = 96, d = 768) with no register spills (checked with cuobjdump -res-usage).
+# BLOCK_G is the width of the (rows, BLOCK_R, BLOCK_G) view through which x is pooled (dy spread).
+_ROW_SPACE = [(32, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (32, 32, 4, 2), (128, 64, 8, 1), (128, 32, 8, 1)]
+_PARTIAL_SPACE = [(32, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2)]
 _KEY = ["d", "r", "p", "q", "K", "HAS_IDS", "MIX"]
 
 _fwd = triton.autotune(configs=_configs(_ROW_SPACE), key=_KEY)(_k.connector_fwd_kernel)
@@ -61,12 +62,6 @@ def _pow2(n: int, lo: int = 16) -> int:
 def _block_r(r: int) -> int:
     """The chunk of r a program keeps live (z and W tiles): small enough to stay in registers."""
     return 16 if INTERPRET else min(_pow2(r), 32)
-
-
-def _block_g(g: int, block_r: int) -> int:
-    """Width of the (rows, BLOCK_R, BLOCK_G) pooled view: bounded so the 3-D tile stays in registers."""
-    cap = 64 if INTERPRET else max(1, 64 // block_r)
-    return max(1, min(triton.next_power_of_2(g), cap))
 
 
 def _hat(t: float, num_anchors: int):
@@ -153,7 +148,7 @@ def forward(x, theta, bias, ids, t, r, alpha, out: Optional[torch.Tensor] = None
             n, d, r, geo["g"], geo["p"], geo["q"], geo["K"], geo["den_r"], geo["den_d"], k0, k1,
             float(h0), float(h1), float(alpha),
             HAS_IDS=ids is not None, MIX=mix, LOWP=_lowp(x),
-            BLOCK_R=block_r, BLOCK_G=_block_g(geo["g"], block_r),
+            BLOCK_R=block_r,
         )
     return y
 
@@ -179,7 +174,7 @@ def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None)
             n, d, r, geo["g"], geo["p"], geo["q"], geo["K"], geo["den_r"], geo["den_d"], k0, k1,
             float(h0), float(h1), float(alpha),
             HAS_IDS=ids is not None, MIX=mix, LOWP=_lowp(dy),
-            BLOCK_R=block_r, BLOCK_G=_block_g(geo["g"], block_r),
+            BLOCK_R=block_r,
         )
     return dx
 
@@ -235,7 +230,7 @@ def backward_params(x, dy, theta, ids, t, r, alpha, out: Optional[Tuple[torch.Te
             x, dy, ids if has_ids else x, pw, pb, rng,
             n, d, r, geo["g"], nt, rps,
             HAS_IDS=has_ids, LOWP=_lowp(x),
-            BLOCK_R=block_r, BLOCK_G=_block_g(geo["g"], block_r),
+            BLOCK_R=block_r,
         )
         small = 16
         block_q = small if INTERPRET else 32
