@@ -625,6 +625,8 @@ Status check_geometry(const Geometry& g, const int64_t* ids, double t) {
   if (g.n < 0) return fail(-1, "n=%lld must be >= 0", (long long)g.n);
   if (g.d < 1 || g.r < 1 || g.d % g.r != 0)
     return fail(-1, "r=%d must be a positive divisor of d=%d", g.r, g.d);
+  // interpolation fractions rem/den are converted to float exactly only below 2^24
+  if (g.d > (1 << 24)) return fail(-1, "hidden size d=%d exceeds the supported 16777216", g.d);
   if (g.p < 1 || g.p > g.r) return fail(-1, "seed rows p=%d must be in [1, r=%d]", g.p, g.r);
   if (g.q < 1 || g.q > g.d) return fail(-1, "seed columns q=%d must be in [1, d=%d]", g.q, g.d);
   if (g.K < 1) return fail(-1, "anchors K=%d must be >= 1", g.K);

@@ -196,10 +196,14 @@ template <typename A>
 LC_HD A row_interp_seed(const A* theta_task, int p, int q, int r, const HatPair& h, A w0, A w1,
                         int64_t i, int64_t c) {
   const Interp it = interp_at(i, r, p);
-  const A f = interp_frac<A>(it);
   const int64_t pq = int64_t(p) * q;
   const A* t0 = theta_task + int64_t(h.a0) * pq;
   A s_lo = w0 * t0[int64_t(it.lo) * q + c];
+  if (it.rem == 0) {  // row i sits on a seed row (always when p == r): half the loads
+    if (h.w1 != 0.0) s_lo += w1 * theta_task[int64_t(h.a1) * pq + int64_t(it.lo) * q + c];
+    return s_lo;
+  }
+  const A f = interp_frac<A>(it);
   A s_hi = w0 * t0[int64_t(it.hi) * q + c];
   if (h.w1 != 0.0) {
     const A* t1 = theta_task + int64_t(h.a1) * pq;
