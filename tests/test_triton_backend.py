@@ -39,6 +39,7 @@ CASES = {
     "g1_K1_t0_3d": ((5, 7), 36, 36, 5, 7, 1, 0.0, None),
     "g12_multitask": ((70,), 96, 8, 8, 48, 2, 0.5, 3),
     "g12_multitask_3d_bcast_ids": ((3, 11), 36, 3, 2, 36, 3, 0.25, 4),
+    "r1_p1_q1": ((9,), 12, 1, 1, 1, 2, 0.6, None),
 }
 
 
@@ -300,8 +301,11 @@ def test_kernels_compile_for_sm90_without_a_gpu():
 
 
 # ------------------------------------------------------------------------------------------------
-# GPU only
+# GPU only (compiled kernels: with TRITON_INTERPRET=1 they would run interpreted, slowly, and
+# bfloat16 would be rejected; run them with TRITON_INTERPRET=0 on a CUDA machine)
 # ------------------------------------------------------------------------------------------------
+
+gpu_compiled = pytest.mark.skipif(ON_CPU, reason="TRITON_INTERPRET=1: set TRITON_INTERPRET=0 to test compiled kernels")
 
 
 def _gpu_case(dtype, n=4096, d=768, r=96, multitask=False):
@@ -310,6 +314,7 @@ def _gpu_case(dtype, n=4096, d=768, r=96, multitask=False):
 
 
 @pytest.mark.gpu
+@gpu_compiled
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("multitask", [False, True])
 def test_gpu_low_precision_within_twice_eager(dtype, multitask):
@@ -324,6 +329,7 @@ def test_gpu_low_precision_within_twice_eager(dtype, multitask):
 
 
 @pytest.mark.gpu
+@gpu_compiled
 @pytest.mark.parametrize("multitask", [False, True])
 def test_gpu_float32_and_float64_large(multitask):
     for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-12)):
@@ -336,6 +342,7 @@ def test_gpu_float32_and_float64_large(multitask):
 
 
 @pytest.mark.gpu
+@gpu_compiled
 def test_gpu_odd_shapes_all_dtypes():
     for name in CASES:
         for dtype in (torch.float16, torch.bfloat16, torch.float32):
@@ -347,6 +354,7 @@ def test_gpu_odd_shapes_all_dtypes():
 
 
 @pytest.mark.gpu
+@gpu_compiled
 def test_gpu_torch_compile_fullgraph():
     x, th, b, ids, t, r = _gpu_case(torch.float16, n=512)
     th.requires_grad_()

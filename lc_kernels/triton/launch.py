@@ -28,9 +28,9 @@ from . import kernels as _k
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 _BF16_MSG = (
-    "the Triton interpreter (TRITON_INTERPRET=1, CPU tensors) computes garbage in bfloat16, so "
-    "backend='triton' rejects bfloat16 on CPU; cast {name} to float32 or use backend='reference' "
-    "(or 'cpu') for bfloat16 on CPU"
+    "the Triton interpreter (TRITON_INTERPRET=1) computes garbage in bfloat16, so backend='triton' "
+    "rejects bfloat16 {name} under it; cast {name} to float32, use backend='reference' (or 'cpu'), "
+    "or run compiled kernels on a GPU with TRITON_INTERPRET unset"
 )
 
 
@@ -90,7 +90,7 @@ def _check(name: str, v: torch.Tensor, shape, dtype=None) -> None:
 def _check_inputs(name, x, theta, ids):
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D (N, d), got shape {tuple(x.shape)}")
-    if x.device.type == "cpu" and x.dtype == torch.bfloat16:
+    if INTERPRET and x.dtype == torch.bfloat16:  # CUDA tensors too: the interpreter copies them to the host
         raise TypeError(_BF16_MSG.format(name=name))
     if x.device.type == "cpu" and not INTERPRET:
         raise RuntimeError(
