@@ -43,7 +43,7 @@ from .config import LayerConnectConfig
 from .multitask import MultiTaskModel, Request
 
 __all__ = ["MultiTaskRunConfig", "sampling_probs", "TaskSampler", "batch_loss", "train_multitask",
-           "run_multitask", "add_multitask_arguments", "main", "SAMPLING"]
+           "run_multitask", "add_multitask_arguments", "task_argument", "main", "SAMPLING"]
 
 SAMPLING = ("proportional", "temperature")
 RESULTS_FILE = "multitask_results.json"
@@ -240,7 +240,7 @@ def train_multitask(cfg: MultiTaskRunConfig, log=print) -> dict:
         sched.step()
         for k, v in counts.items():
             seen[k] += v
-        run_loss += float(loss)
+        run_loss += float(loss.detach())
         run_n += 1
         if step % max(1, cfg.logging_steps) == 0 or step == steps:
             rec = {"step": step, "loss": run_loss / run_n, "lr": sched.get_last_lr()[0], "seen": dict(seen)}
@@ -294,11 +294,20 @@ def train_multitask(cfg: MultiTaskRunConfig, log=print) -> dict:
 
 def add_multitask_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags joint training adds to ``layerconnect train`` (``--sampling``, ``--temperature``)."""
-    parser.add_argument("--sampling", choices=SAMPLING, default="temperature",
+    # default None (resolved in run_multitask) so single-task runs do not record these flags
+    parser.add_argument("--sampling", choices=SAMPLING, default=None,
                         help="multi-task only: draw each example's task with p ∝ n (proportional) or "
                              "p ∝ n^(1/T) (temperature, default)")
-    parser.add_argument("--temperature", type=float, default=2.0,
+    parser.add_argument("--temperature", type=float, default=None,
                         help="T of --sampling temperature (default 2; 1 = proportional, large = uniform)")
+
+
+def task_argument(value: str) -> str:
+    """argparse ``type`` for ``--task``: one GLUE task or several comma-separated, canonical names."""
+    try:
+        return ",".join(split_tasks(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def split_tasks(value: str) -> List[str]:
@@ -339,8 +348,8 @@ def run_multitask(args) -> int:
         epochs=3.0 if epochs is None else float(epochs), max_steps=-1 if max_steps is None else int(max_steps),
         lr=getattr(args, "lr", None) or 1e-3, batch_size=getattr(args, "batch_size", 32),
         eval_batch_size=getattr(args, "eval_batch_size", 64), max_length=getattr(args, "max_length", 128),
-        seed=seed, sampling=getattr(args, "sampling", "temperature"),
-        temperature=getattr(args, "temperature", 2.0), train_subsample=getattr(args, "train_subsample", None),
+        seed=seed, sampling=getattr(args, "sampling", None) or "temperature",
+        temperature=2.0 if getattr(args, "temperature", None) is None else float(args.temperature), train_subsample=getattr(args, "train_subsample", None),
         warmup_ratio=getattr(args, "warmup_ratio", 0.06), weight_decay=getattr(args, "weight_decay", 0.0),
         max_grad_norm=getattr(args, "max_grad_norm", 1.0), logging_steps=getattr(args, "logging_steps", 10),
         threads=getattr(args, "threads", None), evaluate=not getattr(args, "no_eval", False), connector=connector,
@@ -354,7 +363,7 @@ def run_multitask(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m layerconnect.multitask_train",
                                 description="Joint LayerConnect training of several GLUE tasks on one frozen encoder.")
-    p.add_argument("--task", required=True, help="comma-separated GLUE tasks, e.g. sst2,rte,stsb")
+    p.add_argument("--task", required=True, type=task_argument, help="comma-separated GLUE tasks, e.g. sst2,rte,stsb")
     p.add_argument("--method", default="layerconnect", choices=["layerconnect"])
     p.add_argument("--model", default=None, help="HF name or path (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--data-dir", default=None, help="GLUE TSV folder (default: $LAYERCONNECT_GLUE_DIR, else the hub)")

@@ -156,3 +156,20 @@ def test_command_line_entry_point(env, tmp_path, capsys):
     for name in ("sst2", "stsb"):
         meta = json.load(open(os.path.join(out, name, "layerconnect_config.json")))
         assert meta["extra"]["joint"]["sampling"] == "temperature" and meta["geometry"]["r"] == 8
+
+
+def test_layerconnect_train_dispatches_several_tasks_to_joint_training(env, tmp_path, capsys):
+    from layerconnect.cli import main as cli_main
+
+    base, data = env
+    out = str(tmp_path / "via_train")
+    rc = cli_main(["train", "--task", "rte,sst2", "--method", "layerconnect", "--model", base, "--data-dir", data,
+                   "--output-dir", out, "--max-steps", "2", "--batch-size", "4", "--down-factor", "4",
+                   "--sampling", "proportional"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tasks"] == ["rte", "sst2"] and set(printed["scores"]) == {"rte", "sst2"}
+    res = json.load(open(os.path.join(out, "multitask_results.json")))
+    assert res["config"]["sampling"] == "proportional" and res["steps"] == 2
+    assert cli_main(["train", "--task", "rte,sst2", "--method", "lora", "--model", base, "--data-dir", data,
+                     "--output-dir", out, "--max-steps", "1"]) == 2  # joint training is LayerConnect-only

@@ -13,7 +13,11 @@ def add_parser(subparsers):
         "train", help="Fine-tune on a GLUE task with LayerConnect or a baseline method.",
         description="Fine-tune on a GLUE task (transformers.Trainer). Works unchanged under "
                     "`torchrun --nproc_per_node N -m layerconnect.cli train ...` (data parallel).")
-    p.add_argument("--task", required=True, choices=TASK_NAMES)
+    from layerconnect.multitask_train import add_multitask_arguments, task_argument
+
+    p.add_argument("--task", required=True, type=task_argument, metavar="TASK[,TASK...]",
+                   help=f"one of {', '.join(TASK_NAMES)}; several comma-separated = joint multi-task training")
+    add_multitask_arguments(p)
     p.add_argument("--method", default="layerconnect", choices=METHODS)
     p.add_argument("--model", default=None, help="HF name or path (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--data-dir", default=None,
@@ -79,6 +83,10 @@ def method_options(args) -> dict:
 
 
 def run(args) -> int:
+    if "," in args.task:  # several tasks: joint training on one frozen encoder (SPEC §6)
+        from layerconnect.multitask_train import run_multitask
+
+        return run_multitask(args)
     from layerconnect.glue.training import RunConfig, command_line, train
 
     lr = args.lr if args.lr is not None else (2e-5 if args.method == "full" else 1e-3)
