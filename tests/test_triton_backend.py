@@ -17,7 +17,7 @@ import lc_kernels
 from lc_kernels import backends, ops
 from lc_kernels import reference as ref
 
-triton = pytest.importorskip("triton")
+pytest.importorskip("triton")
 from lc_kernels.triton import launch as L  # noqa: E402
 
 D64 = torch.float64
@@ -142,11 +142,8 @@ class _PoisonTorch:
 @pytest.mark.parametrize("name", ["g8_p<r_q<d_mix", "g12_multitask"])
 def test_poisoned_outputs_are_fully_written(name, monkeypatch):
     x, th, b, ids, t, r = _make(CASES[name], D64)
-    th4 = th if ids is None else th
-    if ids is None:
-        th4, b2 = th[None].contiguous(), b[None].contiguous()
-    else:
-        b2 = b
+    # the backend's normalised convention: stacked (T, K, p, q) / (T, d) parameters
+    th4, b2 = (th[None].contiguous(), b[None].contiguous()) if ids is None else (th, b)
     monkeypatch.setattr(L, "torch", _PoisonTorch())
     dy = torch.randn_like(x)
     # the launchers' own allocations (y, dx, dTheta, db, partial sums, split task ranges) ...
@@ -245,7 +242,6 @@ def test_opcheck_custom_ops():
 
 
 _COMPILE_SCRIPT = r"""
-import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource

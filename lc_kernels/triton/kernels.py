@@ -6,9 +6,10 @@ host computes k0, k1, h0, h1 from t), W = A S B^T (r x d) with A (r x p), B (d x
 align-corners linear-interpolation matrices (two non-zeros per row), y = x + alpha (z W + b).
 
 Nothing of size r x d is ever written to memory: every kernel that needs W rebuilds the
-(BLOCK_R x BLOCK_D) tile (BLOCK_R a chunk of r) it is about to multiply from Theta (K*p*q numbers, L1/L2 resident) with
-integer-exact neighbour arithmetic (``lo = i (p-1) // (r-1)``, ``frac = (i (p-1) % (r-1)) / (r-1)``,
-the interpolation weights formed in float64 and rounded once, exactly as ``reference.interp_matrix``).
+(BLOCK_R x BLOCK_D) tile (BLOCK_R a chunk of r) it is about to multiply from Theta (K*p*q numbers,
+L1/L2 resident) with integer-exact neighbour arithmetic (``lo = i (p-1) // (r-1)``,
+``frac = (i (p-1) % (r-1)) / (r-1)``, the interpolation weights formed in float64 and rounded once,
+exactly as ``reference.interp_matrix``).
 
 Precision: accumulation is float32 for float16/bfloat16/float32 inputs and float64 for float64.
 ``LOWP`` (float16/bfloat16 on a GPU) feeds the tensor cores with the operands rounded to the input
@@ -23,6 +24,10 @@ range [tlo, thi] of task ids among its rows and, for each task present, multipli
 W tile the rows of that task only (other rows masked to zero). Batches keep a sequence's tokens
 together, so a row tile almost always holds one or two tasks; the single-task case (``HAS_IDS``
 false) has no id traffic and no masks at all.
+
+Cost note: rebuilding a W tile takes 4 gathered (cached) Theta loads per element, 8 when t falls
+between two anchors, once per program and amortised over its BLOCK_N rows; the autotuner's
+128-row configurations exist to amortise it further.
 """
 from __future__ import annotations
 
