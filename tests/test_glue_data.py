@@ -53,6 +53,20 @@ def write_tiny_glue(root, n_train=40, n_dev=16, seed=0):
                            "sentence1", "sentence2", "score"],
           [(i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", a, b,
             f"{5.0 * (1 - y) * rng.random():.3f}") for i, ((a, b), y) in enumerate(zip(pairs, lab))])
+        w("QQP", split, ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+          [(i, 2 * i, 2 * i + 1, a, b, y) for i, ((a, b), y) in enumerate(zip(pairs, lab))])
+        # MNLI: 12 columns in train, 16 in dev (five annotator labels), gold_label last; dev is two files
+        mnli = ["entailment", "neutral", "contradiction"]
+        parse_cols = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+                      "sentence1_parse", "sentence2_parse", "sentence1", "sentence2"]
+        for stem in (["train"] if split == "train" else ["dev_matched", "dev_mismatched"]):
+            extra = ["label1"] if stem == "train" else ["label1", "label2", "label3", "label4", "label5"]
+            rows = []
+            for i, (a, b) in enumerate(pairs):
+                y = mnli[(a.count(" ") + b.count(" ")) % 3]
+                rows.append((i, i, f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", a, b,
+                             *([y] * len(extra)), y))
+            w("MNLI", stem, parse_cols + extra + ["gold_label"], rows)
         sents = [_sentence(rng) for _ in range(n)]
         lab1 = [int("not" not in s) for s in sents]
         w("CoLA", split, None, [("gj04", y, "" if y else "*", s) for s, y in zip(sents, lab1)])
@@ -67,13 +81,15 @@ def tiny_glue(tmp_path_factory):
     return str(root), counts
 
 
-@pytest.mark.parametrize("task", ["rte", "wnli", "qnli", "mrpc", "stsb", "cola", "sst2"])
+@pytest.mark.parametrize("task", ["rte", "wnli", "qnli", "mrpc", "stsb", "cola", "sst2", "qqp", "mnli"])
 def test_every_layout_reads_with_canonical_columns(tiny_glue, task):
     root, counts = tiny_glue
     t = TASKS[task]
     train, devs = load_glue(task, root)
     assert len(train) == counts[t.dir_name]["train"]
-    assert len(devs["dev"]) == counts[t.dir_name]["dev"]
+    assert sorted(devs) == sorted(name for name, _, _ in t.dev_splits)
+    for name, stem, _ in t.dev_splits:
+        assert len(devs[name]) == counts[t.dir_name][stem]
     assert set(train.column_names) == {*t.text_fields, "label", "idx"}
     # read the raw file ourselves and compare text and labels field by field
     path = os.path.join(root, t.dir_name, "train.tsv")
@@ -141,6 +157,25 @@ def test_bad_labels_for_numeric_tasks(tmp_path):
                                  + "\t".join(["x"] * 9 + ["high"]) + "\n")
     with pytest.raises(GlueDataError, match=r"line 2: label 'high' is not valid for stsb \(expected a number\)"):
         load_split("stsb", "train", str(tmp_path))
+
+
+def test_hub_is_used_without_a_local_dir_and_its_failure_says_what_to_do(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake(path, name, split):
+        calls.append((path, name, split))
+        if name == "rte":
+            raise ConnectionError("offline")
+        return datasets.Dataset.from_dict({"premise": ["a"], "hypothesis": ["b"], "label": [0], "idx": [0]})
+
+    monkeypatch.delenv("LAYERCONNECT_GLUE_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    assert len(load_split("mnli", "mismatched")) == 1
+    assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
+    with pytest.raises(GlueDataError, match="--data-dir DIR or set \\$LAYERCONNECT_GLUE_DIR"):
+        load_split("rte", "dev")
 
 
 def test_env_var_is_the_fallback_and_unknown_task_is_refused(tiny_glue, monkeypatch):

@@ -106,6 +106,18 @@ def test_train_then_eval_reproduces_saved_metrics(tiny, tmp_path, task, capsys):
         torch.testing.assert_close(a(input_ids=ids).logits, b(input_ids=ids).logits, rtol=0, atol=0)
 
 
+def test_two_dev_splits_mnli(tiny, tmp_path):
+    out = tmp_path / "mnli"
+    m = train(_cfg(tiny, out, task="mnli", max_steps=2, train_subsample=16))
+    assert set(m["scores"]) == {"matched_accuracy", "mismatched_accuracy"}
+    assert m["score"] == pytest.approx((m["scores"]["matched_accuracy"] + m["scores"]["mismatched_accuracy"]) / 2)
+    assert cli(["eval", "--checkpoint", str(out), "--output", str(tmp_path / "e.json")]) == 0
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert ev["scores"]["matched"]["accuracy"] == pytest.approx(m["scores"]["matched_accuracy"], abs=1e-9)
+    assert ev["scores"]["mismatched"]["accuracy"] == pytest.approx(m["scores"]["mismatched_accuracy"], abs=1e-9)
+    assert ev["score"] == pytest.approx(m["score"], abs=1e-9)
+
+
 def test_heldout_run_never_touches_dev(tiny, tmp_path, monkeypatch):
     from layerconnect.glue import data
 
