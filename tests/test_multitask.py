@@ -173,5 +173,7 @@ def test_memory_per_task_is_the_artefact(family_setup):
     g = mt.geometry
     head = sum(p.numel() for p in mt.heads["nli"].parameters())
     assert mt.task_param_bytes("nli") == 4 * (g.K * g.p * g.q + g.num_connectors * g.d + head)
-    enc = sum(p.numel() for p in mt.encoder.parameters() if not p.requires_grad and p.dim() and p is not mt.hypernet.theta)
+    enc = sum(p.numel() for n, p in mt.encoder.named_parameters() if not n.startswith("layerconnect."))
     assert mt.task_param_bytes("nli") < 0.2 * enc * 4
+    # the stacked bank is exactly the per-task slices, nothing else
+    assert mt.hypernet.theta.numel() + mt.hypernet.bias.numel() == 3 * (g.K * g.p * g.q + g.num_connectors * g.d)
