@@ -1,9 +1,12 @@
-"""Test configuration. TRITON_INTERPRET must be set before triton is imported anywhere, so the
-Triton kernels run on CPU tensors here (float32/float64/float16 only: the interpreter gives garbage
-in bfloat16, so bf16 is tested on GPUs only)."""
+"""Test configuration. Without a GPU, TRITON_INTERPRET=1 must be set before triton is imported
+anywhere, so the Triton kernels run on CPU tensors (float32/float64/float16 only: the interpreter
+gives garbage in bfloat16, so bf16 is tested on GPUs only). With a GPU the compiled path is tested."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # noqa: E402  (importing torch does not import triton)
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
