@@ -14,19 +14,18 @@ i mod T):
     copies      T separate single-task model copies, each answering its rows (same compute as
                 sequential without the swap; memory T x the model; only up to --max-copies)
 
-Timings: best of ``reps`` after one warm-up, the modes interleaved round by round (the machine is
-shared, see ``_time_round_robin``), in inference mode, tokenisation excluded.
+Timings: the shared harness (``layerconnect.bench.harness``): one warm-up, ``reps`` samples per mode
+in a freshly shuffled order each round, median reported; plus each mode's median process CPU time
+(the machine is shared, see ``_measure``). Inference mode, tokenisation excluded.
 Memory: bytes of a task artefact on disk, bytes a task adds to the stacked in-memory parameters,
 and the bytes T model copies would take. Prints a table and writes JSON.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -84,25 +83,26 @@ def _single_model(model_path: str, artefact: str, backend: str):
     return model.eval()
 
 
-def _time_round_robin(fns: dict, reps: int) -> dict:
-    """Best-of-``reps`` seconds per function, the functions interleaved within each round.
+def _measure(fns: dict, reps: int) -> tuple:
+    """Wall-clock Stats per mode from the shared harness (warm-up, shuffled interleaving, median and
+    quartiles), plus the median process CPU time (all threads) of each mode: on a shared machine
+    time-sharing with other jobs inflates wall time but not the CPU work a mode costs."""
+    from layerconnect.bench.harness import Variant, measure_interleaved
 
-    The machine is shared: load changes over seconds, so timing one mode after another would
-    compare modes under different load. Interleaving puts every mode into every load phase and the
-    minimum is the least-disturbed run of each. Also returns the best process CPU time (all threads),
-    which time-sharing with other processes does not inflate: the work each mode costs.
-    """
-    for fn in fns.values():
-        fn()  # warm-up
-    best = {k: float("inf") for k in fns}
-    cpu = {k: float("inf") for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
+    cpu = {k: [] for k in fns}
+
+    def variant(name, fn):
+        def run(_):
+            c0 = time.process_time()
             fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-            cpu[k] = min(cpu[k], time.process_time() - c0)
-    return best, cpu
+            cpu[name].append(time.process_time() - c0)
+        return Variant(name, run)
+
+    # one input set: the batch is tiny next to the weights (~87 MB for MiniLM), which no cache holds
+    stats = measure_interleaved([variant(k, f) for k, f in fns.items()], device=torch.device("cpu"),
+                                n_buffers=1, warmup=1, repeats=reps)
+    # the warm-up call is in cpu[] too: drop it
+    return stats, {k: statistics.median(v[1:] or v) for k, v in cpu.items()}
 
 
 def _dir_bytes(path: str) -> int:
@@ -174,9 +174,10 @@ def main(argv=None) -> int:
 
                 fns["copies"] = run_copies
             with torch.inference_mode():
-                best, cpu = _time_round_robin(fns, args.reps)
+                stats, cpu = _measure(fns, args.reps)
             del copies
-            t_single, t_mixed, t_seq, t_copies = best["single"], best["mixed"], best["sequential"], best.get("copies")
+            t_single, t_mixed, t_seq = stats["single"].median, stats["mixed"].median, stats["sequential"].median
+            t_copies = stats["copies"].median if "copies" in stats else None
             per_task_mem = mt.task_param_bytes(mt.task_names[0])
             rec = {
                 "T": T,
@@ -185,6 +186,8 @@ def main(argv=None) -> int:
                 "mixed_vs_single": t_single / t_mixed,
                 "sequential_seq_per_s": args.batch / t_seq,
                 "copies_seq_per_s": None if t_copies is None else args.batch / t_copies,
+                "wall_s_per_batch": {k: {"median": v.median, "q1": v.q1, "q3": v.q3, "min": v.min}
+                                     for k, v in stats.items()},
                 "cpu_s_per_batch": cpu,
                 "mixed_vs_single_cpu": cpu["single"] / cpu["mixed"],
                 "mixed_ms": 1000 * t_mixed, "single_ms": 1000 * t_single, "sequential_ms": 1000 * t_seq,
@@ -201,12 +204,12 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    from layerconnect.bench.harness import environment, write_json_atomic
+
     g = mt.geometry
     meta = {
         "command": "python benchmarks/bench_multitask.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
-        "torch": torch.__version__,
+        "environment": environment(torch.device("cpu")),
         "model": model_path,
         "base_param_bytes": base_bytes,
         "geometry": g.to_dict(),
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
     print()
     print(f"batch {args.batch} x {args.seq} tokens, backend {backend}, base model {base_bytes / 2**20:.1f} MiB "
           f"(d={g.d}, L={g.L}, r={g.r}, K={g.K}, p={g.p}, q={g.q}, |P|={g.num_connectors})")
-    hdr = ("| T | single seq/s | mixed seq/s | mixed / single (wall) | mixed / single (CPU time) | T sequential batches seq/s | T copies seq/s "
+    hdr = ("| T | single seq/s | mixed seq/s | mixed / single (median wall) | mixed / single (median CPU time) | T sequential batches seq/s | T copies seq/s "
            "| artefact bytes/task | stacked bytes/task | T copies bytes |")
     print(hdr)
     print("|" + "---|" * 10)
@@ -226,11 +229,7 @@ def main(argv=None) -> int:
         print(f"| {r['T']} | {r['single_seq_per_s']:.1f} | {r['mixed_seq_per_s']:.1f} | {100 * r['mixed_vs_single']:.1f} % | {100 * r['mixed_vs_single_cpu']:.1f} % "
               f"| {r['sequential_seq_per_s']:.1f} | {copies} | {r['artefact_bytes_per_task']:,} "
               f"| {r['stacked_bytes_per_task']:,} | {r['copies_bytes_total']:,} |")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmpf = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(args.out)))
-    with os.fdopen(fd, "w") as fh:
-        json.dump(meta, fh, indent=2)
-    os.replace(tmpf, args.out)
+    write_json_atomic(args.out, meta)
     print(f"\nwrote {args.out}")
     return 0
 
