@@ -26,8 +26,9 @@ import inspect
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -390,9 +391,10 @@ class MultiTaskModel(nn.Module):
 
     def task_param_bytes(self, name: str) -> int:
         """Bytes this task adds in memory: its slice of the stacked Θ and b, plus its head."""
-        self.task_info(name)
-        hn = self.hypernet
-        i = self.task_names.index(name)
+        with self._lock:
+            self.task_info(name)
+            hn = self.hypernet
+            i = self.task_names.index(name)
         own = hn.theta[i].numel() * hn.theta.element_size() + hn.bias[i].numel() * hn.bias.element_size()
         return own + sum(p.numel() * p.element_size() for p in self.heads[name].parameters())
 
@@ -446,14 +448,15 @@ class MultiTaskModel(nn.Module):
             names = self.task_names
             task_ids = task_ids.to(device=self.device, dtype=torch.long)
             kwargs = {k: v for k, v in encoder_kwargs.items() if k in self._accepts and v is not None}
-            with self.hypernet.use_tasks(task_ids):
+            present, local_ids = torch.unique(task_ids, return_inverse=True)
+            with self._only_tasks(present), self.hypernet.use_tasks(local_ids):
                 out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
             hidden = out[0]
             pooled = getattr(out, "pooler_output", None)
             groups = []
-            for tau in torch.unique(task_ids).tolist():
+            for tau in present.tolist():
                 rows = (task_ids == tau).nonzero().squeeze(1)
                 shell = self.heads[names[tau]]
                 shell.base_model.output = BaseModelOutputWithPooling(
@@ -465,6 +468,29 @@ class MultiTaskModel(nn.Module):
                     shell.base_model.output = None
                 groups.append((tau, rows, logits))
             return groups
+
+    @contextmanager
+    def _only_tasks(self, present: Tensor) -> Iterator[None]:
+        """Run the enclosed pass with only the seed banks/biases of the tasks in the batch.
+
+        A backend's per-call set-up (mixing each task's anchors) costs O(T), paid at every connector
+        position; gathering the present tasks once per batch makes that O(tasks in the batch), which
+        matters when many tasks are loaded and a batch touches few. The gather is differentiable, so
+        training sends each task's gradient back to its slice of the full stack.
+        """
+        hn = self.hypernet
+        if present.numel() == hn.num_tasks:
+            yield
+            return
+        full = hn._parameters["theta"], hn._parameters["bias"], hn.num_tasks
+        # Direct dict assignment: nn.Module.__setattr__ only accepts Parameters under a parameter name.
+        hn._parameters["theta"] = full[0][present]
+        hn._parameters["bias"] = full[1][present]
+        hn.num_tasks = int(present.numel())
+        try:
+            yield
+        finally:
+            hn._parameters["theta"], hn._parameters["bias"], hn.num_tasks = full
 
     def row_logits(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
                    task_ids: Optional[Tensor] = None, **encoder_kwargs) -> List[Tensor]:

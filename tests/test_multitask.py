@@ -82,6 +82,11 @@ def test_one_connector_launch_per_position_whatever_the_mix(family_setup, monkey
     num_positions = mt.geometry.num_connectors
     assert len(calls) == num_positions, calls
     assert all(T == 3 and k == 3 for _, T, k in calls)
+    # a batch that touches 2 of the 3 tasks hands the op only those 2 banks
+    calls.clear()
+    mt.predict([r for r in reqs if r["task"] != "nli"])
+    assert len(calls) == num_positions and all(T == 2 and k == 2 for _, T, k in calls), calls
+    assert mt.hypernet.theta.shape[0] == 3
 
 
 def test_add_and_remove_tasks_at_run_time(family_setup, tmp_path):

@@ -75,9 +75,11 @@ def test_sampler_follows_probs_and_covers_each_task_before_repeating():
     assert sorted(first) == list(range(5))  # a full pass over task 0's rows before any repeat
 
 
-def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path):
+@pytest.mark.parametrize("absent", [None, "rte"])
+def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path, absent):
     """d L / d(task t's parameters) from one mixed batch = gradient of the single-task model on
-    task t's rows (loss summed over them, divided by the whole batch size)."""
+    task t's rows (loss summed over them, divided by the whole batch size). With a task absent from
+    the batch (the model then gathers only the present tasks' banks) that task's gradient is zero."""
     base, _ = env
     specs = [("sst2", 2), ("rte", 2), ("stsb", 1)]
     arts = {n: make_artefact(base, str(tmp_path / n), k, seed=20 + i) for i, (n, k) in enumerate(specs)}
@@ -86,14 +88,22 @@ def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path):
     reqs = [Request("rte", "good dull", "fun"), Request("sst2", "great"), Request("stsb", "cold warm", "sad"),
             Request("sst2", "awful grim dull"), Request("stsb", "fine", "fine fun"), Request("rte", "warm", "cold")]
     labels = [1, 0, 2.5, 1, 4.0, 0]
+    keep = [j for j, r in enumerate(reqs) if r.task != absent]
+    reqs, labels = [reqs[j] for j in keep], [labels[j] for j in keep]
     loss, counts = batch_loss(mt, reqs, labels)
-    assert counts == {"sst2": 2, "rte": 2, "stsb": 2}
+    assert counts == {n: 2 for n, _ in specs if n != absent}
     loss.backward()
+    assert mt.hypernet.theta.shape[0] == 3  # the full stack is back after the pass
     tok = transformers.AutoTokenizer.from_pretrained(base)
     for ti, (name, k) in enumerate(specs):
         single = single_task_model(base, arts[name], k)
         single.layerconnect.theta.requires_grad_(True)
         rows = [j for j, r in enumerate(reqs) if r.task == name]
+        if not rows:
+            assert torch.equal(mt.hypernet.theta.grad[ti], torch.zeros_like(mt.hypernet.theta.grad[ti]))
+            assert torch.equal(mt.hypernet.bias.grad[ti], torch.zeros_like(mt.hypernet.bias.grad[ti]))
+            assert all(p.grad is None for p in mt.heads[name].parameters())
+            continue
         total = 0
         for j in rows:  # one row at a time: padding-free reference
             enc = tok(reqs[j].text, reqs[j].text_pair, return_tensors="pt")
