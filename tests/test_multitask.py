@@ -8,7 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import lc_kernels  # noqa: E402
-from layerconnect import LayerConnectConfig, load_connectors  # noqa: E402
+from layerconnect import LayerConnectConfig  # noqa: E402
 from layerconnect.multitask import MultiTaskModel  # noqa: E402
 from test_multitask_common import TEXTS, make_artefact, make_base, single_task_model  # noqa: E402
 
