@@ -267,6 +267,23 @@ def count_params(method, num_labels=2, options=None):
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 
+def majority_baseline(data_dir):
+    """Dev headline of always predicting the most frequent train label (a constant score for STS-B: 0)."""
+    from collections import Counter
+
+    from layerconnect.glue.data import load_split, subsample
+    from layerconnect.glue.metric.glue import compute_task_metrics, task_score
+
+    out = {}
+    for t in HEADLINE_TASKS:
+        train = subsample(load_split(t, "train", data_dir), SUBSAMPLE.get(t), seed=0)
+        dev = load_split(t, "dev", data_dir)
+        ref = list(dev["label"])
+        const = Counter(train["label"]).most_common(1)[0][0]
+        out[t] = task_score(t, compute_task_metrics(t, [const] * len(ref), ref))
+    return out
+
+
 def _fmt(xs):
     if not xs:
         return "—"
@@ -370,6 +387,15 @@ def cmd_report(args):
         ratio = lambda ref: (f"{100 * p / params[ref]:.2f} %" if p and params.get(ref) else "—")
         label = m if lr_m is None else f"{m} (lr {lr_m:g})"
         w(f"| {label} | " + " | ".join(row) + f" | {avg} | {p if p is not None else '—'} | {ratio('houlsby')} | {ratio('pfeiffer')} |")
+    try:
+        maj = majority_baseline(args.data_dir)
+        vals = [maj[t] for t in HEADLINE_TASKS]
+        w("| *majority class of train, no training* | " + " | ".join(f"{v:.1f}" for v in vals)
+          + f" | {statistics.mean(vals):.1f} | 0 | — | — |")
+    except Exception as e:  # the data may be absent where the report is regenerated
+        print(f"report: no majority baseline: {e}", file=sys.stderr)
+    w("\nA score equal to the majority-class row means the model still predicts a single class after its "
+      "32 steps: only those above it learned something on this budget.")
     w("\nAverage = mean of the task headlines (leaderboard convention, `layerconnect.glue.glue_average`); "
       "shown in parentheses when some tasks are missing. Parameter counts are for a 2-label head on this model "
       "(STS-B's 1-output head has 385 fewer).\n")
@@ -435,6 +461,7 @@ def main(argv=None):
     p = sub.add_parser("report")
     p.add_argument("--results", default=RESULTS_JSON)
     p.add_argument("--md", default=RESULTS_MD)
+    p.add_argument("--data-dir", default=os.environ.get("LAYERCONNECT_GLUE_DIR", os.path.join(REPO, "..", "shared", "glue")))
     p.set_defaults(func=cmd_report)
     a = ap.parse_args(argv)
     return a.func(a)
