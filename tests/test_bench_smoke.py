@@ -79,7 +79,7 @@ def test_connector_bench_smoke(tmp_path, capsys):
     assert res["env"]["torch"] == torch.__version__ and res["env"]["cpu_count"] >= 1
     assert all(c["ok"] for c in res["checks"]) and res["checks"]
     variants = {r["variant"] for r in res["results"]}
-    assert {"copy", "eager-ref", "op:reference"} <= variants
+    assert {"copy", "eager-ref", "eager-cached", "op:reference"} <= variants
     assert "op:triton" not in variants  # the CPU interpreter is not timed by default
     import lc_kernels
 

@@ -51,16 +51,17 @@ HEADLINE = {"model": "bert-base", "batch": 32, "seq": 128}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # The CPU default grid keeps the run to a few minutes on 2 cores: a shape is kept when its cost
-# (batch x seq x layers x d^2) is at most that of BERT-base at batch 8 x length 128.
-CPU_DEFAULT_BUDGET = 8 * 128 * 12 * 768 ** 2
+# (batch x seq x layers x d^2) is at most that of BERT-base at batch 8 x length 64.
+CPU_DEFAULT_BUDGET = 8 * 64 * 12 * 768 ** 2
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 EPILOG = f"""\
 Default grid. CUDA: models {{minilm, bert-base, bert-large}} x batch {{1, 8, 32, 128}} x length
 {{64, 128, 512}}, bfloat16. CPU (float32): models {{minilm, bert-base}}, batch {{1, 8, 32}}, length
-{{64, 128}}, keeping only shapes no costlier than BERT-base at batch 8 x length 128 -- so the CPU
-default skips bert-large, batch 128, length 512, and BERT-base at batch 32 (the headline shape is
-run explicitly, see below). Lists given with --models/--batch/--seq are run in full.
+{{64, 128}}, keeping only shapes no costlier than BERT-base at batch 8 x length 64 -- so the CPU
+default skips bert-large, batch 128, length 512, BERT-base at batch 32 and at batch 8 x length 128
+(the headline shape is run explicitly, see below); 3 repeats. Lists given with
+--models/--batch/--seq are run in full (5 repeats on CPU unless --repeats).
 Headline (acceptance) run on CPU:
   layerconnect bench --e2e --models bert-base --batch 32 --seq 128 --repeats 9
 Output: <out>/e2e.json (schema {SCHEMA}) and <out>/e2e.png, written atomically.
@@ -260,6 +261,15 @@ def _grid(args, device) -> Tuple[List[Tuple[str, int, int]], List[Dict[str, Any]
     return shapes, skipped
 
 
+def _repeats(args, device) -> int:
+    if args.repeats:
+        return args.repeats
+    if device.type == "cuda":
+        return 20
+    explicit = args.models or args.batch or args.seq
+    return 3 if (args.quick or not explicit) else 5
+
+
 def _methods(args) -> List[str]:
     if not args.methods:
         return list(METHODS)
@@ -282,7 +292,7 @@ def _paired_overhead(samples: List[float], base: List[float]) -> Dict[str, float
 
 def measure_latency(args, device, dtype, bar, rng, gen, backends, methods):
     shapes, skipped = _grid(args, device)
-    repeats = args.repeats or (3 if args.quick else (5 if device.type == "cpu" else 20))
+    repeats = _repeats(args, device)
     warmup = args.warmup if args.warmup is not None else (1 if device.type == "cpu" else 3)
     results: List[Dict[str, Any]] = []
     checks: List[Dict[str, Any]] = []
@@ -435,39 +445,60 @@ def saved_with_grad_to_embeddings(model, inputs) -> int:
     return int(sum(saved.values()))
 
 
-def measure_memory(args, device, dtype, backends, methods, gen, bar) -> Dict[str, Any]:
+def _memory_worker(mname: str, b: int, s: int, meth: str, be: Optional[str], device: str, dtype: str,
+                   seed: int, threads: Optional[int]) -> Dict[str, Any]:
+    """One method's training-step memory, in a fresh process (see :func:`measure_memory`)."""
+    H.apply_threads(threads)
+    dev, dt = torch.device(device), _DTYPES[dtype]
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    base = build_base(mname, dev, dt)
+    inputs = _inputs(b, s, base.config.vocab_size, dev, gen)
+    inputs["labels"] = torch.randint(0, 2, (b,), generator=gen).to(dev)
+    if meth == "base":
+        from layerconnect.baselines import apply_method
+
+        model = apply_method(base, "head")  # the floor: only the task head trains
+    else:
+        model, _ = make_variant(base, meth, be)
+    row = {"variant": f"lc:{be}" if meth == "layerconnect" else meth, "model": mname, "batch": b, "seq": s}
+    row.update(memory_of_step(model, inputs, dev))
+    row["saved_bytes_grad_to_embeddings"] = saved_with_grad_to_embeddings(model, inputs)
+    return row
+
+
+def measure_memory(args, device, dtype, backends, methods, seed, bar) -> Dict[str, Any]:
+    """Training-step memory of each method, each in its own fresh process: allocator caches and
+    fragmentation left by one method cannot inflate (or hide) the next one's figures, and a process
+    holding a dozen BERT-base training graphs' worth of freed-but-cached memory cannot run the
+    machine out of RAM."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
     try:
         mname, b, s = args.memory_shape.split(",")
         b, s = int(b), int(s)
     except ValueError:
         raise SystemExit(f"--memory-shape: expected model,batch,seq like bert-base,32,128, got {args.memory_shape!r}")
+    if mname not in MODELS:
+        raise SystemExit(f"--memory-shape: {mname!r} is not one of {', '.join(MODELS)}")
     if args.quick and args.memory_shape == "bert-base,32,128":
         mname, b, s = "minilm", 4, 64
-    rows = []
     keys = []
     for meth in methods:
         if meth == "lora-merged":
             continue  # merged LoRA is an inference-time form; it trains as "lora"
         for be in (backends if meth == "layerconnect" else [None]):
             keys.append((meth, be))
+    rows = []
+    dt_name = str(dtype).replace("torch.", "")
+    ctx = mp.get_context("spawn")
     for meth, be in keys:
-        key = f"lc:{be}" if meth == "layerconnect" else meth
-        bar.set_description_str(f"memory {key}")
-        base = build_base(mname, device, dtype)
-        inputs = _inputs(b, s, base.config.vocab_size, device, gen)
-        inputs["labels"] = torch.randint(0, 2, (b,), generator=gen).to(device)
-        if meth == "base":
-            from layerconnect.baselines import apply_method
-
-            model = apply_method(base, "head")  # the floor: only the task head trains
-        else:
-            model, _ = make_variant(base, meth, be)
-        row = {"variant": key, "model": mname, "batch": b, "seq": s}
-        row.update(memory_of_step(model, inputs, device))
-        row["saved_bytes_grad_to_embeddings"] = saved_with_grad_to_embeddings(model, inputs)
-        rows.append(row)
+        bar.set_description_str(f"memory {meth if be is None else 'lc:' + be}")
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            rows.append(pool.submit(_memory_worker, mname, b, s, meth, be, device.type, dt_name, seed,
+                                    args.threads).result())
         bar.update(1)
-        del model, base
     cfg = model_config(mname)
     x_bytes = b * s * cfg.hidden_size * torch.empty((), dtype=dtype).element_size()
     base_row = next((r for r in rows if r["variant"] == "base"), None)
@@ -483,7 +514,8 @@ def measure_memory(args, device, dtype, backends, methods, gen, bar) -> Dict[str
                 n_pos = len(resolve_positions(LayerConnectConfig().positions, cfg.num_hidden_layers))
                 r["connector_positions"] = n_pos
                 r["extra_saved_x_tensors_per_connector"] = r["extra_saved_grad_to_emb_bytes_vs_base"] / (n_pos * x_bytes)
-    return {"model": mname, "batch": b, "seq": s, "x_bytes": x_bytes, "rows": rows}
+    return {"model": mname, "batch": b, "seq": s, "x_bytes": x_bytes, "rows": rows,
+            "isolation": "one fresh process per method"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +525,7 @@ def measure_memory(args, device, dtype, backends, methods, gen, bar) -> Dict[str
 
 def run(args) -> Dict[str, Any]:
     device = H.resolve_device(args.device)
+    H.apply_threads(args.threads)
     dtype = _DTYPES[args.dtype or ("float32" if device.type == "cpu" else "bfloat16")]
     seed = args.seed if args.seed is not None else H.fresh_seed()
     rng = random.Random(seed)
@@ -508,7 +541,7 @@ def run(args) -> Dict[str, Any]:
     total = 0
     if do_latency:
         shapes, _ = _grid(args, device)
-        reps = args.repeats or (3 if args.quick else (5 if device.type == "cpu" else 20))
+        reps = _repeats(args, device)
         total += len(shapes) * n_var * reps
     if do_memory:
         total += n_var
@@ -525,7 +558,7 @@ def run(args) -> Dict[str, Any]:
             repeats = warmup = None
             out["checks"], out["results"] = [], []
         if do_memory:
-            out["memory"] = measure_memory(args, device, dtype, backends, methods, gen, bar)
+            out["memory"] = measure_memory(args, device, dtype, backends, methods, seed, bar)
     finally:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg())

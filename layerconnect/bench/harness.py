@@ -325,7 +325,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # command-line options both benchmarks share (one definition, so `layerconnect bench` can merge them)
 # ---------------------------------------------------------------------------------------------
 
-COMMON_DESTS = ("device", "dtype", "quick", "out", "repeats", "warmup", "seed", "backends", "no_progress", "no_plot")
+COMMON_DESTS = ("device", "dtype", "quick", "out", "repeats", "warmup", "seed", "backends", "threads", "no_progress",
+                "no_plot")
 
 
 def add_common_arguments(parser, default_out: str) -> None:
@@ -343,8 +344,17 @@ def add_common_arguments(parser, default_out: str) -> None:
                    help="seed for the random inputs (default: a fresh random seed, recorded in the JSON)")
     g.add_argument("--backends", default=None,
                    help="comma-separated connector backends to include (default: every available one)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the run (default: torch's choice, normally all cores)")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     g.add_argument("--no-plot", action="store_true", help="skip the PNG (matplotlib not needed then)")
+
+
+def apply_threads(n: Optional[int]) -> None:
+    if n is not None:
+        if n < 1:
+            raise SystemExit(f"--threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
