@@ -17,6 +17,7 @@ Interpolation positions are computed with integer arithmetic (``lo = (i*(p-1)) /
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -69,13 +70,22 @@ def interp_positions(n_out: int, n_in: int) -> List[Tuple[int, int, float]]:
     return out
 
 
-def interp_matrix(n_out: int, n_in: int, dtype=torch.float64, device=None) -> Tensor:
-    """The (n_out x n_in) 1-D linear interpolation matrix of :func:`interp_positions`."""
+@functools.lru_cache(maxsize=128)
+def _interp_matrix_f64(n_out: int, n_in: int) -> Tensor:
     m = torch.zeros(n_out, n_in, dtype=torch.float64)
     for i, (lo, hi, f) in enumerate(interp_positions(n_out, n_in)):
         m[i, lo] += 1.0 - f
         m[i, hi] += f
-    return m.to(dtype=dtype, device=device)
+    return m
+
+
+def interp_matrix(n_out: int, n_in: int, dtype=torch.float64, device=None) -> Tensor:
+    """The (n_out x n_in) 1-D linear interpolation matrix of :func:`interp_positions`.
+
+    Built once per size in float64 (cached: the Python loop would otherwise dominate small
+    calls) and returned as a fresh copy, so callers may modify it.
+    """
+    return _interp_matrix_f64(int(n_out), int(n_in)).to(dtype=dtype, device=device, copy=True)
 
 
 def check_geometry(d: int, r: int, p: int, q: int) -> None:
