@@ -46,6 +46,34 @@ from layerconnect.baselines import METHODS  # noqa: E402  (one list of methods)
 HELDOUT_SEED = 0  # the held-out slice and the train subsample do not move with the run's seed
 
 
+
+def _warmup_kwargs(training_args_cls, ratio: float) -> dict:
+    """Linear warm-up over a fraction of the steps, on transformers 4.x and 5.x.
+
+    4.x has ``warmup_ratio``; 5.x removed it and reads a float ``warmup_steps`` < 1 as a ratio.
+    """
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(training_args_cls)}
+    if "warmup_ratio" in fields:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": float(ratio)}
+
+
+# Arguments that transformers 5.x removed and whose 4.x value here is what 5.x always does.
+_DROPPABLE_IF_ABSENT = {"group_by_length": False, "save_safetensors": True}
+
+
+def _training_arguments(training_args_cls, **kwargs):
+    """``TrainingArguments(**kwargs)`` on transformers 4.x and 5.x (see ``_DROPPABLE_IF_ABSENT``)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(training_args_cls)}
+    for name, value in _DROPPABLE_IF_ABSENT.items():
+        if name not in fields and kwargs.get(name, value) == value:
+            kwargs.pop(name, None)
+    return training_args_cls(**kwargs)
+
 def default_model_path() -> str:
     """The offline pre-trained MiniLM (BERT, 6 layers, hidden 384) shipped as a Python package."""
     try:
@@ -454,14 +482,15 @@ def train(cfg: RunConfig, return_trainer: bool = False):
         strat = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": every, "save_steps": every}
     else:
         strat = {"eval_strategy": "epoch", "save_strategy": "epoch"}
-    args = TrainingArguments(
+    args = _training_arguments(
+        TrainingArguments,
         output_dir=cfg.output_dir,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else -1,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
-        warmup_ratio=cfg.warmup_ratio,
+        **_warmup_kwargs(TrainingArguments, cfg.warmup_ratio),
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         lr_scheduler_type="linear",
