@@ -1,4 +1,5 @@
 """MultiTaskModel: a mixed batch of T tasks answers, row by row, what each single-task model answers."""
+import inspect
 import json
 import os
 
@@ -33,7 +34,10 @@ def _single_logits(base, art, n, text, pair, backend):
     model = single_task_model(base, art, n, backend=backend)
     tok = transformers.AutoTokenizer.from_pretrained(base)
     enc = tok(text, pair, return_tensors="pt", truncation=True, max_length=128)
-    if "token_type_ids" not in model.forward.__code__.co_varnames:
+    # inspect.signature, not forward.__code__.co_varnames: transformers 5 wraps forward in decorators
+    # (*args, **kwargs), so the code object no longer names token_type_ids and the segment ids of a
+    # text pair would be dropped from the reference, making it disagree with MultiTaskModel.
+    if "token_type_ids" not in inspect.signature(model.forward).parameters:
         enc.pop("token_type_ids", None)
     with torch.no_grad():
         return model(**enc).logits[0]
