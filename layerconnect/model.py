@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 import lc_kernels
 from lc_kernels import reference as ref
 
+from ._io import atomic_write_bytes
 from .config import Geometry, LayerConnectConfig
 
 __all__ = [
@@ -252,19 +252,6 @@ def remove_connectors(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def trained_state(model: nn.Module) -> Dict[str, Tensor]:
@@ -300,8 +287,8 @@ def save_connectors(model: nn.Module, path: str, extra: Optional[dict] = None) -
     }
     if extra:
         meta["extra"] = extra
-    _atomic_write_bytes(os.path.join(path, CONNECTOR_FILE), st_save(tensors))
-    _atomic_write_bytes(os.path.join(path, CONFIG_FILE), json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(os.path.join(path, CONNECTOR_FILE), st_save(tensors))
+    atomic_write_bytes(os.path.join(path, CONFIG_FILE), json.dumps(meta, indent=2, sort_keys=True).encode())
     return path
 
 

@@ -31,13 +31,14 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+from ._io import atomic_write_json
 
 from .config import LayerConnectConfig
 from .multitask import MultiTaskModel, Request
@@ -176,17 +177,7 @@ def evaluate_task(mt: MultiTaskModel, task, reqs: Sequence[Request], labels: Seq
 
 
 def _atomic_json(path: str, obj) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, obj)
 
 
 def train_multitask(cfg: MultiTaskRunConfig, log=print) -> dict:

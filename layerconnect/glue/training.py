@@ -42,6 +42,7 @@ WEIGHTS_FILE = "trainable.safetensors"
 RUN_FILE = "run.json"
 COMPLETE_FILE = "COMPLETE"
 RUN_FORMAT = "layerconnect-glue-run/1"
+from layerconnect._io import atomic_write_bytes  # noqa: E402
 from layerconnect.baselines import METHODS  # noqa: E402  (one list of methods)
 HELDOUT_SEED = 0  # the held-out slice and the train subsample do not move with the run's seed
 
@@ -164,31 +165,17 @@ def trainable_state(model) -> Dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_json(path: str, obj) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def save_trainable(model, directory: str, run: dict) -> None:
     """``trainable.safetensors`` (only parameters with requires_grad) and ``run.json``, atomically."""
     from safetensors.torch import save as st_save
 
-    _atomic_write(os.path.join(directory, WEIGHTS_FILE), st_save(trainable_state(model)))
+    atomic_write_bytes(os.path.join(directory, WEIGHTS_FILE), st_save(trainable_state(model)))
     _write_json(os.path.join(directory, RUN_FILE), run)
 
 
@@ -318,7 +305,7 @@ def _make_trainer_class():
             super()._save_checkpoint(model, trial)
             if self.args.should_save:
                 folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-                _atomic_write(os.path.join(folder, COMPLETE_FILE), b"ok\n")
+                atomic_write_bytes(os.path.join(folder, COMPLETE_FILE), b"ok\n")
 
     return GlueTrainer
 
