@@ -32,21 +32,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_JSON = os.path.join(HERE, "glue_results.json")
 RESULTS_MD = os.path.join(HERE, "GLUE_RESULTS.md")
-RUN_ROOT = os.path.join(REPO, "runs", "glue_sweep")
+RUN_ROOT = os.path.join(REPO, "runs", "glue_sweep_v2")
 
-# --- protocol (CPU budget: 2 shared cores, about an hour of sweep; see GLUE_RESULTS.md) --------------
+# --- protocol v2 (a quiet 2-core machine, about 2.5 hours of sweep) -----------------------------------
+# v1 (1 epoch on 1,000 rows, machine shared by five jobs) is archived in GLUE_RESULTS_SMOKE.md.
+PROTOCOL = "v2"
 MAX_LENGTH = 128
 BATCH = 32
 HEADLINE_TASKS = ["sst2", "cola", "stsb", "rte", "mrpc"]  # cheapest first
-# The machine gives this sweep about a third of 2 cores (load 8 from other jobs): ~10-18 s per step of
-# 32 MRPC pairs. Full train sets (3 epochs) would take hours, so every task trains 1 epoch on a fixed
-# 1000-row subsample (the same rows for every method and seed).
-EPOCHS = {"sst2": 1, "cola": 1, "stsb": 1, "rte": 1, "mrpc": 1}
-SUBSAMPLE = {"sst2": 1000, "cola": 1000, "stsb": 1000, "rte": 1000, "mrpc": 1000}
-PROBE_TASK, PROBE_TRAIN, PROBE_HELDOUT, PROBE_EPOCHS = "mrpc", 480, 200, 1
-LR = {"houlsby": 1e-3, "pfeiffer": 1e-3, "lora": 1e-3, "bitfit": 1e-3, "head": 1e-3, "full": 2e-5}
-BASELINES = ["head", "bitfit", "pfeiffer", "lora", "full"]
-HOULSBY_ALT_LR = 1e-2
+# Full train sets except SST-2 (a fixed 4,000-row subsample of its 67k rows). 2 epochs each: about 12 min
+# for the five tasks per method and seed on 2 quiet cores (0.9 s per step of 32 MRPC pairs).
+EPOCHS = {"sst2": 2, "cola": 2, "stsb": 2, "rte": 2, "mrpc": 2}
+SUBSAMPLE = {"sst2": 4000}
+# LR search: one seed, MRPC, 1 epoch on train minus a fixed 400-row held-out slice, selected on that
+# slice (never on dev). (lr, positions) per method; positions only for LayerConnect.
+PROBE_TASK, PROBE_HELDOUT, PROBE_EPOCHS = "mrpc", 400, 1
+PROBE_GRID = {
+    "layerconnect": [(3e-3, "inner"), (1e-2, "inner"), (3e-3, "all"), (1e-2, "all"), (3e-2, "all")],
+    "houlsby": [(3e-4, None), (1e-3, None), (3e-3, None)],
+    "head": [(1e-3, None), (1e-2, None)],
+    "bitfit": [(1e-3, None), (5e-3, None)],
+    "pfeiffer": [(1e-3, None), (3e-3, None)],
+    "lora": [(5e-4, None), (2e-3, None)],
+    "full": [(2e-5, None), (5e-5, None)],
+}
+BASELINES = ["head", "bitfit", "pfeiffer", "lora", "full"]  # head and bitfit first: cheap, and they bracket
 SEEDS = [42, 43, 44]
 
 
@@ -81,27 +91,21 @@ def spec(stage, task, method, lr, seed=42, positions=None, heldout=0, subsample=
     return s
 
 
-def probe_plan():
-    out = []
-    for lr in (1e-3, 1e-2):
-        for pos in ("inner", "all"):
-            out.append(spec("probe", PROBE_TASK, "layerconnect", lr, positions=pos, heldout=PROBE_HELDOUT,
-                            subsample=PROBE_TRAIN, epochs=PROBE_EPOCHS))
-    out.append(spec("probe", PROBE_TASK, "houlsby", 1e-3, heldout=PROBE_HELDOUT, subsample=PROBE_TRAIN,
-                    epochs=PROBE_EPOCHS))
-    return out
+def probe_plan(method):
+    return [spec("probe", PROBE_TASK, method, lr, positions=pos, heldout=PROBE_HELDOUT, subsample=None,
+                 epochs=PROBE_EPOCHS) for lr, pos in PROBE_GRID[method]]
 
 
-def best_probe(results):
-    """(lr, positions) of the best finished LayerConnect probe on the held-out slice (default if none).
+def best_probe(results, method):
+    """(lr, positions) of ``method``'s best finished probe on the held-out slice (first grid point if none).
 
-    Ties on the held-out score (after a few steps every setting may still predict the majority class)
-    are broken by the lower held-out loss, which does move.
+    Ties on the held-out score (a setting may still predict the majority class) are broken by the lower
+    held-out loss, which does move.
     """
     done = [r for r in results["runs"].values()
-            if r["spec"]["stage"] == "probe" and r["spec"]["method"] == "layerconnect" and r["status"] == "done"]
+            if r["spec"]["stage"] == "probe" and r["spec"]["method"] == method and r["status"] == "done"]
     if not done:
-        return 1e-3, "inner"
+        return PROBE_GRID[method][0]
     b = max(done, key=lambda r: (round(r["score"], 6), -_eval_loss(r)))
     return b["spec"]["lr"], b["spec"]["positions"]
 
@@ -118,23 +122,21 @@ def _eval_loss(rec):
 
 
 def plan(results):
-    """The whole plan, in order; stage 2 uses the LR/positions the probe picked."""
-    lr, pos = best_probe(results)
-    out = probe_plan()
-    for task in HEADLINE_TASKS:
-        out.append(spec("main", task, "layerconnect", lr, positions=pos))
-        out.append(spec("main", task, "houlsby", LR["houlsby"]))
-    # LayerConnect got an LR probe and Houlsby did not; Houlsby at LayerConnect's larger LR too, so the
-    # headline gap is not just a learning-rate gap (32 steps at 1e-3 barely move an adapter)
-    for task in HEADLINE_TASKS:
-        out.append(spec("main", task, "houlsby", HOULSBY_ALT_LR))
-    for m in BASELINES:  # head and bitfit first: cheapest, and they bracket the PEFT methods
-        for task in HEADLINE_TASKS:
-            out.append(spec("main", task, m, LR[m]))
+    """The whole plan, in order, so that whatever finishes first is a coherent subset: LR probes of
+    LayerConnect and Houlsby, the headline pair at seed 42, each baseline (its probe, then its five
+    tasks), then seeds 43 and 44 of the headline pair. Main runs use the LR their method's probe picked."""
+    best = {m: best_probe(results, m) for m in PROBE_GRID}
+    out = probe_plan("layerconnect") + probe_plan("houlsby")
+
+    def main_runs(method, seed):
+        lr, pos = best[method]
+        return [spec("main", t, method, lr, positions=pos, seed=seed) for t in HEADLINE_TASKS]
+
+    out += main_runs("layerconnect", 42) + main_runs("houlsby", 42)
+    for m in BASELINES:
+        out += probe_plan(m) + main_runs(m, 42)
     for seed in SEEDS[1:]:
-        for task in HEADLINE_TASKS:
-            out.append(spec("main", task, "layerconnect", lr, positions=pos, seed=seed))
-            out.append(spec("main", task, "houlsby", LR["houlsby"], seed=seed))
+        out += main_runs("layerconnect", seed) + main_runs("houlsby", seed)
     return out
 
 
@@ -302,11 +304,12 @@ def cmd_report(args):
     done = [r for r in runs.values() if r.get("status") == "done"]
     full_plan = plan(results)
     missing = [s for s in full_plan if runs.get(s["id"], {}).get("status") != "done"]
-    lr, pos = best_probe(results)
+    best = {m: best_probe(results, m) for m in PROBE_GRID}
+    pos = best["layerconnect"][1]
     methods = ["layerconnect", "houlsby"] + BASELINES
     params = {}
     for m in methods:
-        opts = {"positions": pos} if m == "layerconnect" else {}
+        opts = {"positions": pos} if m == "layerconnect" and pos else {}
         try:
             params[m] = count_params(m, 2, opts)
         except Exception as e:  # a baseline that does not build here is reported as such
@@ -328,36 +331,38 @@ def cmd_report(args):
       f"(x100); the LR probe used a fixed {PROBE_HELDOUT}-row held-out slice of MRPC train and never dev.")
     w(f"- max_length {MAX_LENGTH}, dynamic padding, batch {BATCH}, AdamW, linear warm-up (6 %) and decay, grad-norm "
       f"clip 1.0, no weight decay, evaluation at the end of each epoch, best checkpoint on the dev headline.")
-    w(f"- Epochs per task: {EPOCHS}. Train subsample (fixed rows, seed 0, same for all methods/seeds): {SUBSAMPLE}. "
-      "Full train sets were planned (SST-2 4000) but the CPU share this sweep got (about a third of 2 cores, "
-      "10-18 s per training step) made that hours per run.")
-    w(f"- Learning rates: LayerConnect {lr:g} with positions `{pos}` (chosen by the probe below); "
-      + ", ".join(f"{m} {v:g}" for m, v in LR.items()) + " (not tuned: no time).")
-    w(f"- Hardware: 2 CPU cores shared with other jobs, torch threads 2 (`--threads 2`); times below are wall "
-      f"clock under that sharing and only roughly comparable across runs.")
+    w(f"- Epochs per task: {EPOCHS}. Train sets are complete except SST-2, a fixed subsample (rows drawn with "
+      f"seed 0, the same for every method and seed): {SUBSAMPLE}. Dev sets are always complete.")
+    w("- Learning rates: a small grid per method (one seed, below), each main run uses its method's best: "
+      + ", ".join(f"{m} {best[m][0]:g}" + (f" (positions `{best[m][1]}`)" if best[m][1] else "") for m in methods) + ".")
+    w(f"- Hardware: 2 CPU cores (no other job during the sweep except short kernel builds), torch threads 2; "
+      f"each run is one `layerconnect train` process.")
     w(f"- Versions: {json.dumps(vers)}")
-    snap = os.path.join(REPO, "runs", "sweep-src", "SOURCE_COMMIT")
+    snap = os.path.join(os.path.dirname(RUN_ROOT), "sweep-src-v2", "SOURCE_COMMIT")
     if os.path.isfile(snap):
         with open(snap) as fh:
             commit = fh.read().strip()
         w(f"- Code: the sweep ran from a copy of commit `{commit}` (`lc_kernels/`, `layerconnect/`, `benchmarks/` "
-          "copied to `runs/sweep-src/`, on `PYTHONPATH`), so that other engineers' concurrent edits could not "
+          "copied to `runs/sweep-src-v2/`, on `PYTHONPATH`), so that other engineers' concurrent edits could not "
           "change the code halfway through the sweep.")
     w("- Exact sweep command(s), run in that copy with `PYTHONPATH=$PWD nohup ... &`: "
       + "; ".join(f"`python {c}`" for c in results.get("sweep_commands", [])[-3:]))
     w("- Each run's exact `layerconnect train` command is in the JSON (`runs[id].command`); e.g. "
       + (f"`{done[0]['command']}`" if done else "—") + "\n")
-    w("**Caveat.** One epoch (and a single seed unless stated) is far below the usual GLUE protocol "
-      "(10-20 epochs, LR grid, 5 seeds); treat the numbers as a smoke-level comparison on the same budget, "
-      "not as a reproduction of the paper's table.\n")
+    w("**Caveat.** Two epochs and at most three seeds are below the usual GLUE protocol (10-20 epochs, a "
+      "wider LR grid, 5 seeds) and the model is a 6-layer MiniLM, not BERT-base: the comparison is between "
+      "methods on the same budget, not a reproduction of the paper's table.\n")
 
     probes = [r for r in done if r["spec"]["stage"] == "probe"]
     if probes:
-        w("## Stage 1: LR / placement probe (MRPC, held-out slice of train)\n")
+        w(f"## Stage 1: LR / placement probe ({PROBE_TASK.upper()}, {PROBE_EPOCHS} epoch, scored on a fixed "
+          f"{PROBE_HELDOUT}-row held-out slice of train; bold = picked)\n")
         w("| method | lr | positions | held-out F1/acc mean | held-out loss | train rows | steps | time (s) |")
         w("|---|---|---|---|---|---|---|---|")
         for r in sorted(probes, key=lambda r: (r["spec"]["method"], r["spec"]["lr"], str(r["spec"]["positions"]))):
-            w(f"| {r['spec']['method']} | {r['spec']['lr']:g} | {r['spec']['positions'] or '—'} | {r['score']:.1f} | {_eval_loss(r):.4f} | "
+            pick = (r["spec"]["lr"], r["spec"]["positions"]) == tuple(best[r["spec"]["method"]])
+            sc = f"**{r['score']:.1f}**" if pick else f"{r['score']:.1f}"
+            w(f"| {r['spec']['method']} | {r['spec']['lr']:g} | {r['spec']['positions'] or '—'} | {sc} | {_eval_loss(r):.4f} | "
               f"{r['train_size']} | {r['global_steps']} | {r['wall_time_s']:.0f} |")
         w("")
 
@@ -433,11 +438,14 @@ def cmd_report(args):
             tail = (r.get("error_tail") or "").strip().splitlines()[-1:] or [""]
             w(f"- `{r['spec']['id']}`: {r['status']} (rc {r.get('returncode')}): {tail[0][:200]}")
     w("\n## What was tried\n")
-    w("- Stage 1 probed LayerConnect at lr 1e-3 and 1e-2 with the default inner positions (1..L-1) and `all` "
-      "(1..L), and Houlsby at 1e-3, on a held-out slice of MRPC train; stage 2 used the best LayerConnect setting.")
-    w("- Stage 2 (headline): LayerConnect and Houlsby, seed 42, on " + ", ".join(HEADLINE_TASKS) + ".")
-    w(f"- Then Houlsby at lr {HOULSBY_ALT_LR:g} (LayerConnect's probed LR), because only LayerConnect had an LR probe.")
-    w("- Stage 3: head-only, BitFit, Pfeiffer, LoRA, full fine-tuning on the same tasks, then stage 4: seeds 43, 44.")
+    w("- Stage 1 (probe): LayerConnect at lr 3e-3 and 1e-2 with the default inner positions (1..L-1) and with "
+      "`all` (1..L), plus 3e-2 with `all`; every other method at 2-3 learning rates; all on a held-out slice of "
+      "MRPC train. This tests the earlier single-seed observation that LayerConnect wants ~1e-2 and gains from "
+      "the connector after the last layer.")
+    w("- Stage 2 (headline): LayerConnect and Houlsby, seed 42, then each baseline (its probe, then its five "
+      "tasks), then seeds 43 and 44 of LayerConnect and Houlsby.")
+    w("- The v1 smoke sweep (1 epoch on 1,000 rows, a shared machine) is kept in `GLUE_RESULTS_SMOKE.md`; "
+      "single longer hand runs in `GLUE_LONGER_RUNS.md`.")
     with open(args.md + ".tmp", "w") as fh:
         fh.write("\n".join(L) + "\n")
     os.replace(args.md + ".tmp", args.md)
