@@ -26,7 +26,10 @@ if _REASON is not None:
 C = _ext.load()
 ISAS = ["default", "avx2", "avx512"]
 
-# (lead shape, d, r, K, p, q): g = d / r in {1, 2, 8, 12, 32}, d not a power of two, 2-D and 3-D x.
+# (lead shape, d, r, K, p, q): g = d / r in {1, 2, 4, 8, 12, 16, 32}, d not a power of two, 2-D and 3-D x.
+# The vectorised pooling tree (g a power of two) needs r >= the vector width (16 floats on AVX-512):
+# the last three shapes run it for g = 4, 8, 16 with full vector chunks and a tail, with p == r (pooled
+# sums written straight into the GEMM operand) and p != r (spread through A).
 SHAPES = [
     ((37,), 24, 12, 2, 5, 7),          # g=2, tiny grid, odd N
     ((3, 43), 96, 12, 3, 12, 96),      # g=8, p=r and q=d (grid equal in width), 3-D x, 129 rows
@@ -35,6 +38,9 @@ SHAPES = [
     ((70,), 100, 50, 3, 1, 1),         # p=q=1: every W entry is the one seed value
     ((131,), 200, 25, 2, 13, 100),     # g=8, d=200 has a vector tail, q = d/2
     ((19,), 64, 2, 2, 2, 40),          # g=32: the vectorised pooling path
+    ((33,), 160, 40, 2, 40, 64),       # g=4, p=r: two AVX-512 chunks + a tail of 8, direct to u
+    ((45,), 384, 48, 2, 48, 192),      # g=8, p=r, q=d/2: the default geometry at d=384
+    ((21,), 528, 33, 2, 7, 100),       # g=16, p<r: two chunks + a tail of 1, spread through A
 ]
 TS = [0.0, 1.0, 0.37, 0.5]
 
