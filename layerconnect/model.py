@@ -49,11 +49,12 @@ class LayerConnectHypernet(nn.Module):
     """
 
     def __init__(self, geometry: Geometry, backend: str = "auto", num_tasks: Optional[int] = None,
-                 dtype: Optional[torch.dtype] = None):
+                 dtype: Optional[torch.dtype] = None, inplace_inference: bool = False):
         super().__init__()
         g = geometry
         self.geometry = g
         self.backend = backend
+        self.inplace_inference = inplace_inference
         self.num_tasks = num_tasks
         lead = () if num_tasks is None else (int(num_tasks),)
         self.theta = nn.Parameter(torch.zeros(*lead, g.K, g.p, g.q, dtype=dtype))
@@ -82,11 +83,18 @@ class LayerConnectHypernet(nn.Module):
         finally:
             self.task_ids = prev
 
+    def _in_place(self, h: Tensor) -> bool:
+        """Overwrite ``h`` instead of allocating: no autograd, not tracing, ``h`` owns its memory (not a
+        view of something else) and the backend has a true in-place kernel."""
+        return (self.inplace_inference and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and h._base is None and lc_kernels.inplace_supported(h, self.backend))
+
     def connect(self, index: int, h: Tensor) -> Tensor:
         """Apply connector ``index`` to hidden states ``h`` (..., d)."""
         g = self.geometry
+        op = lc_kernels.connector_ if self._in_place(h) else lc_kernels.connector
         if self.num_tasks is None:
-            return lc_kernels.connector(h, self.theta, self.bias[index], g.ts[index], g.r, g.alpha, self.backend)
+            return op(h, self.theta, self.bias[index], g.ts[index], g.r, g.alpha, self.backend)
         ids = self.task_ids
         if ids is None:
             raise RuntimeError(
@@ -96,8 +104,7 @@ class LayerConnectHypernet(nn.Module):
         ids = ids.to(h.device)
         if ids.dim() == 1 and h.dim() >= 2:  # one id per sequence, broadcast over the tokens
             ids = ids.view(-1, *([1] * (h.dim() - 2)))
-        return lc_kernels.connector(h, self.theta, self.bias[:, index], g.ts[index], g.r, g.alpha,
-                                    self.backend, task_ids=ids)
+        return op(h, self.theta, self.bias[:, index], g.ts[index], g.r, g.alpha, self.backend, task_ids=ids)
 
 
 @dataclass
@@ -216,7 +223,8 @@ def add_connectors(model: nn.Module, config: Optional[LayerConnectConfig] = None
                     for p in m.parameters():
                         p.requires_grad_(True)
     ref_param = next(model.parameters(), None)
-    hn = LayerConnectHypernet(geom, backend=config.backend, num_tasks=num_tasks)
+    hn = LayerConnectHypernet(geom, backend=config.backend, num_tasks=num_tasks,
+                              inplace_inference=config.inplace_inference)
     if ref_param is not None:
         hn.to(device=ref_param.device)
     model.add_module("layerconnect", hn)

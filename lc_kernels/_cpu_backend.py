@@ -38,6 +38,11 @@ def forward(x, theta, bias, ids, t, r, alpha):
     return _ext.load().forward_cpu(x, theta, bias, ids, float(t), int(r), float(alpha))
 
 
+def forward_inplace(x, theta, bias, ids, t, r, alpha):
+    # the kernel pools each 64-row block before writing any of its rows (csrc/cpu/connector_cpu.cpp)
+    return _ext.load().forward_cpu(x, theta, bias, ids, float(t), int(r), float(alpha), out=x)
+
+
 def backward_dx(dy, theta, ids, t, r, alpha):
     return _ext.load().backward_dx_cpu(dy, theta, ids, float(t), int(r), float(alpha))
 
@@ -56,5 +61,6 @@ register(
         devices=("cpu",),
         dtypes={"cpu": (torch.float32, torch.float64)},
         priority={"cpu": 10},
+        forward_inplace=forward_inplace,
     )
 )

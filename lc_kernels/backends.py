@@ -38,6 +38,9 @@ class Backend:
     dtypes: Dict[str, Tuple[torch.dtype, ...]] = field(default_factory=dict)
     #: preference for backend="auto" on each device type (lower is preferred)
     priority: Dict[str, int] = field(default_factory=dict)
+    #: optional forward writing y into x's own memory (same arguments as ``forward``; returns x).
+    #: Only for backends whose kernel reads every row before writing it; others fall back to a copy.
+    forward_inplace: Optional[Callable] = None
 
     def available(self) -> bool:
         return self.unavailable_reason() is None

@@ -1,7 +1,8 @@
 """The public connector op: validation, backend choice, ``torch.library`` registration, autograd.
 
 ``connector(x, theta, bias, t, r, alpha=1.0, backend="auto", task_ids=None)`` is the one entry
-point. It normalises its inputs (flattens leading dims, stacks single-task parameters to T=1,
+point for training and inference; ``connector_`` (same arguments) is its in-place, inference-only
+twin, which writes ``y`` into ``x``'s memory (no output allocation). It normalises its inputs (flattens leading dims, stacks single-task parameters to T=1,
 casts the tiny parameters to the compute dtype) and calls the custom op
 ``layerconnect::connector``, whose implementation forwards to the chosen backend. The op has a fake
 (meta) implementation, so ``torch.compile(fullgraph=True)`` traces through it, and an autograd
@@ -26,7 +27,7 @@ from torch import Tensor
 from . import backends as _backends
 from . import reference as _ref
 
-__all__ = ["connector", "available_backends", "resolve_backend"]
+__all__ = ["connector", "connector_", "inplace_supported", "available_backends", "resolve_backend"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -80,6 +81,22 @@ def _connector_op(
 @_connector_op.register_fake
 def _(x, theta, bias, ids, t, r, alpha, backend):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("layerconnect::connector_inplace", mutates_args=("x",))
+def _connector_inplace_op(
+    x: Tensor, theta: Tensor, bias: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str
+) -> None:
+    b = _backends.get(backend)
+    if b.forward_inplace is not None:
+        b.forward_inplace(x, theta, bias, ids, t, r, alpha)
+    else:  # correct on every backend, just not allocation-free
+        x.copy_(b.forward(x, theta, bias, ids, t, r, alpha))
+
+
+@_connector_inplace_op.register_fake
+def _(x, theta, bias, ids, t, r, alpha, backend):
+    return None
 
 
 @torch.library.custom_op("layerconnect::connector_backward_dx", mutates_args=())
@@ -166,6 +183,14 @@ def connector(
 
     Returns ``y`` with the shape and dtype of ``x``.
     """
+    x2, theta4, bias2, ids, t, r, alpha, name = _prepare(x, theta, bias, t, r, alpha, backend, task_ids)
+    y = _connector_op(x2, theta4, bias2, ids, t, r, alpha, name)
+    return y.reshape(x.shape)
+
+
+def _prepare(x, theta, bias, t, r, alpha, backend, task_ids):
+    """Validate and normalise the public arguments: (x (N, d), theta (T,K,p,q), bias (T,d), ids, t, r,
+    alpha, backend name)."""
     _check_float("x", x)
     _check_float("theta", theta)
     _check_float("bias", bias)
@@ -232,5 +257,44 @@ def connector(
             lo, hi = int(ids.min()), int(ids.max())
             if lo < 0 or hi >= theta4.shape[0]:
                 raise IndexError(f"task_ids must be in [0, T={theta4.shape[0]}), got values in [{lo}, {hi}]")
-    y = _connector_op(x2, theta4, bias2, ids, t, r, alpha, name)
-    return y.reshape(*lead, d)
+    return x2, theta4, bias2, ids, t, r, alpha, name
+
+
+def inplace_supported(x: Tensor, backend: str = "auto") -> bool:
+    """Whether :func:`connector_` writes into ``x`` without a temporary on this backend (else it copies)."""
+    try:
+        name = resolve_backend(backend, x)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return _backends.get(name).forward_inplace is not None and x.is_contiguous()
+
+
+def connector_(
+    x: Tensor,
+    theta: Tensor,
+    bias: Tensor,
+    t: float,
+    r: int,
+    alpha: float = 1.0,
+    backend: str = "auto",
+    task_ids: Optional[Tensor] = None,
+) -> Tensor:
+    """In-place :func:`connector` for inference: ``x <- x + alpha (D(x) W + b)``; returns ``x``.
+
+    Same arguments and checks as :func:`connector`. It saves allocating (and first-touching) a new
+    ``x``-sized output per connector, which measured about one point of BERT-base latency on CPU
+    (11 connectors, batch 32 x 128 tokens). There is no backward: call it under ``torch.no_grad()`` or
+    ``torch.inference_mode()``. ``x`` must be contiguous. Backends without a true in-place kernel
+    (see :func:`inplace_supported`) compute ``y`` and copy it into ``x``, which is correct but not faster.
+    """
+    if torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in (x, theta, bias)):
+        raise RuntimeError(
+            "connector_ overwrites x and has no backward; run it under torch.no_grad() or "
+            "torch.inference_mode(), or use lc_kernels.connector for training"
+        )
+    if not isinstance(x, Tensor) or not x.is_contiguous():
+        raise ValueError("connector_ writes y into x's memory, so x must be a contiguous tensor; "
+                         "use lc_kernels.connector (out of place) or pass x.contiguous()")
+    x2, theta4, bias2, ids, t, r, alpha, name = _prepare(x, theta, bias, t, r, alpha, backend, task_ids)
+    _connector_inplace_op(x2, theta4, bias2, ids, t, r, alpha, name)  # x2 is a view of x (x is contiguous)
+    return x

@@ -74,13 +74,16 @@ def test_one_connector_launch_per_position_whatever_the_mix(family_setup, monkey
     _, base, arts = family_setup
     mt = MultiTaskModel(base, arts, dtype=torch.float64)
     calls = []
-    real = lc_kernels.ops._connector_op
 
-    def spy(x, theta, bias, ids, *a):
-        calls.append((x.shape[0], theta.shape[0], None if ids is None else ids.unique().numel()))
-        return real(x, theta, bias, ids, *a)
+    def spy_on(real):
+        def spy(x, theta, bias, ids, *a):
+            calls.append((x.shape[0], theta.shape[0], None if ids is None else ids.unique().numel()))
+            return real(x, theta, bias, ids, *a)
+        return spy
 
-    monkeypatch.setattr(lc_kernels.ops, "_connector_op", spy)
+    # predict() runs without autograd, so on the cpu backend it takes the in-place op; count both
+    monkeypatch.setattr(lc_kernels.ops, "_connector_op", spy_on(lc_kernels.ops._connector_op))
+    monkeypatch.setattr(lc_kernels.ops, "_connector_inplace_op", spy_on(lc_kernels.ops._connector_inplace_op))
     reqs = [{"task": TASKS[i % 3][0], "text": t, "text_pair": p} for i, (t, p) in enumerate(TEXTS)]
     mt.predict(reqs)
     num_positions = mt.geometry.num_connectors

@@ -1,7 +1,7 @@
 // The "cpu" backend of the LayerConnect connector: torch-facing driver of the fused CPU kernels.
 //
 // Registers on lc_kernels._C (normalised calling convention of lc_kernels/backends.py):
-//   forward_cpu(x, theta, bias, ids, t, r, alpha, out=None)                 -> y
+//   forward_cpu(x, theta, bias, ids, t, r, alpha, out=None)                 -> y   (out may be x)
 //   backward_dx_cpu(dy, theta, ids, t, r, alpha, out=None)                  -> dx
 //   backward_params_cpu(x, dy, theta, ids, t, r, alpha, out_dtheta=None, out_dbias=None)
 //                                                                           -> (dtheta, dbias)
@@ -504,6 +504,15 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& theta, const at::T
   check_act(fn, "x", x);
   const Dims D = check_params(fn, "x", x, theta, &bias, ids, t, r, alpha);
   at::Tensor y = make_out(fn, "out", out, x.sizes(), x.scalar_type());
+  // out = x (in place) is allowed: each 64-row block is pooled before any of its rows is written and
+  // threads own disjoint blocks. Any other overlap would read rows already overwritten.
+  if (out.has_value() && y.data_ptr() != x.data_ptr()) {
+    const auto* xb = static_cast<const char*>(x.data_ptr());
+    const auto* yb = static_cast<const char*>(y.data_ptr());
+    const int64_t nbytes = x.numel() * static_cast<int64_t>(x.element_size());
+    TORCH_CHECK(yb + nbytes <= xb || xb + nbytes <= yb, fn,
+                ": out overlaps x without being x; pass out=x (in place) or a separate tensor");
+  }
   if (D.N == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "forward_cpu",
                              [&] { forward_impl<scalar_t>(x, theta, bias, ids, t, D, alpha, y); });
