@@ -9,6 +9,8 @@ Median latency and throughput of ``model(**inputs)`` (sequence classification, `
     lora           + LoRA r=8 on query/value, unmerged   (peft, via apply_method)
     lora-merged    the same LoRA after ``merge_and_unload()`` (should cost what base costs)
     lc:<backend>   + LayerConnect, default config, on each available connector backend
+    lc-oop:<backend>  the same with inplace_inference=False (a new output tensor per connector);
+                   opt-in (--methods ...,layerconnect-oop), to show what writing in place saves
 
 Adapters, LoRA matrices and connectors get random non-zero parameters (N(0, 0.02)), and each
 variant's logits are checked to differ from the base's, so no method is timed as a no-op.
@@ -47,6 +49,7 @@ from . import harness as H
 SCHEMA = "layerconnect.bench.e2e/1"
 MODELS = ("minilm", "bert-base", "bert-large")
 METHODS = ("base", "houlsby", "pfeiffer", "lora", "lora-merged", "layerconnect")
+OPTIONAL_METHODS = ("layerconnect-oop",)  # only when named in --methods
 HEADLINE = {"model": "bert-base", "batch": 32, "seq": 128}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -76,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser, with_common: bool = True) -> 
     g.add_argument("--batch", default=None, help="comma-separated batch sizes")
     g.add_argument("--seq", default=None, help="comma-separated sequence lengths")
     g.add_argument("--methods", default=None,
-                   help=f"comma-separated, from {', '.join(METHODS)} (default: all; base is always timed)")
+                   help=f"comma-separated, from {', '.join(METHODS + OPTIONAL_METHODS)} (default: all but "
+                        f"{', '.join(OPTIONAL_METHODS)}; base is always timed)")
     g.add_argument("--torch-compile", action="store_true",
                    help="time torch.compile(model) for every variant (GPU goal: connectors within 2%% of compiled base)")
     g.add_argument("--memory", action="store_true",
@@ -186,6 +190,8 @@ def make_variant(base, method: str, backend: Optional[str] = None):
     m = _share_frozen(base)
     if method == "layerconnect":
         m = apply_method(m, "layerconnect", backend=backend)
+    elif method == "layerconnect-oop":
+        m = apply_method(m, "layerconnect", backend=backend, inplace_inference=False)
     else:
         m = apply_method(m, method)
     _randomise_trainable(m)
@@ -270,13 +276,17 @@ def _repeats(args, device) -> int:
     return 3 if (args.quick or not explicit) else 5
 
 
+def _variant_key(meth: str, be: Optional[str]) -> str:
+    return {"layerconnect": f"lc:{be}", "layerconnect-oop": f"lc-oop:{be}"}.get(meth, meth)
+
+
 def _methods(args) -> List[str]:
     if not args.methods:
         return list(METHODS)
     ms = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in ms:
-        if m not in METHODS:
-            raise SystemExit(f"--methods: {m!r} is not one of {', '.join(METHODS)}")
+        if m not in METHODS + OPTIONAL_METHODS:
+            raise SystemExit(f"--methods: {m!r} is not one of {', '.join(METHODS + OPTIONAL_METHODS)}")
     return ["base"] + [m for m in ms if m != "base"]
 
 
@@ -308,8 +318,8 @@ def measure_latency(args, device, dtype, bar, rng, gen, backends, methods):
         for meth in methods:
             if meth == "base":
                 continue
-            for be in (backends if meth == "layerconnect" else [None]):
-                key = f"lc:{be}" if meth == "layerconnect" else meth
+            for be in (backends if meth.startswith("layerconnect") else [None]):
+                key = _variant_key(meth, be)
                 try:
                     models[key], trainable[key] = make_variant(base, meth, be)
                 except ImportError as exc:
@@ -461,7 +471,7 @@ def _memory_worker(mname: str, b: int, s: int, meth: str, be: Optional[str], dev
         model = apply_method(base, "head")  # the floor: only the task head trains
     else:
         model, _ = make_variant(base, meth, be)
-    row = {"variant": f"lc:{be}" if meth == "layerconnect" else meth, "model": mname, "batch": b, "seq": s}
+    row = {"variant": _variant_key(meth, be), "model": mname, "batch": b, "seq": s}
     row.update(memory_of_step(model, inputs, dev))
     row["saved_bytes_grad_to_embeddings"] = saved_with_grad_to_embeddings(model, inputs)
     return row
@@ -486,8 +496,8 @@ def measure_memory(args, device, dtype, backends, methods, seed, bar) -> Dict[st
         mname, b, s = "minilm", 4, 64
     keys = []
     for meth in methods:
-        if meth == "lora-merged":
-            continue  # merged LoRA is an inference-time form; it trains as "lora"
+        if meth in ("lora-merged", "layerconnect-oop"):
+            continue  # inference-time forms: they train as "lora" / "layerconnect"
         for be in (backends if meth == "layerconnect" else [None]):
             keys.append((meth, be))
     rows = []
@@ -533,9 +543,11 @@ def run(args) -> Dict[str, Any]:
     torch.manual_seed(seed)
     methods = _methods(args)
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    backends, skipped_b = _lc_backends(device, dtype, wanted) if "layerconnect" in methods else ([], [])
+    want_lc = any(m.startswith("layerconnect") for m in methods)
+    backends, skipped_b = _lc_backends(device, dtype, wanted) if want_lc else ([], [])
     env = H.environment(device)
-    n_var = len(methods) - ("layerconnect" in methods) + len(backends)
+    n_lc = sum(m.startswith("layerconnect") for m in methods)
+    n_var = len(methods) - n_lc + n_lc * len(backends)
     do_latency = not args.memory_only
     do_memory = args.memory or args.memory_only
     total = 0
