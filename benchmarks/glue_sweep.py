@@ -137,9 +137,9 @@ def plan(results):
         return [spec("main", t, method, lr, positions=pos, seed=seed) for t in HEADLINE_TASKS]
 
     out += main_runs("layerconnect", 42) + main_runs("houlsby", 42)
+    out += investigate_plan(best)
     for m in BASELINES[:2]:
         out += probe_plan(m) + main_runs(m, 42)
-    out += investigate_plan(best)
     out += main_runs("layerconnect", 43) + main_runs("houlsby", 43)
     for m in BASELINES[2:4]:
         out += probe_plan(m) + main_runs(m, 42)
@@ -149,9 +149,10 @@ def plan(results):
     return out
 
 
-# Stage "investigate": seed 42, LayerConnect at its probed LR/positions, on the tasks where it stayed at
-# (or near) the majority class with the default config (CoLA MCC 0.0, RTE 53.8 vs 52.7): training the
-# base LayerNorms too, a larger seed bank (K = 4 depth anchors), and a 3x larger learning rate.
+# Stage "investigate", seed 42. LayerConnect at its probed LR/positions on the tasks where it stayed at
+# (or near) the majority class (CoLA MCC 0.0, RTE 53.8 vs 52.7): training the base LayerNorms too, a
+# larger seed bank (K = 4 depth anchors), a 3x larger learning rate. And Houlsby on STS-B at its
+# second-best probed LR (1e-3): at the probe's pick (3e-3) its regression collapsed to the label mean.
 INVESTIGATE = [
     ("cola", {"train_layernorm": True}, 1.0), ("rte", {"train_layernorm": True}, 1.0),
     ("cola", {"num_anchors": 4}, 1.0), ("rte", {"num_anchors": 4}, 1.0),
@@ -161,7 +162,9 @@ INVESTIGATE = [
 
 def investigate_plan(best):
     lr, pos = best["layerconnect"]
-    return [spec("investigate", t, "layerconnect", lr * f, positions=pos, options=o) for t, o, f in INVESTIGATE]
+    out = [spec("investigate", "stsb", "houlsby", 1e-3)]
+    return out + [spec("investigate", t, "layerconnect", lr * f, positions=pos, options=o)
+                  for t, o, f in INVESTIGATE]
 
 
 def train_argv(s, data_dir, threads, out_dir):
