@@ -460,6 +460,23 @@ def cmd_report(args):
             if len(by) == len(HEADLINE_TASKS):
                 w(f"- `glue_average` over the 5 tasks, seed 42, {m} lr {lr_m:g}: {glue_average(by):.2f}")
         w("")
+    inv = [r for r in done if r["spec"]["stage"] == "investigate"]
+    if inv:
+        w("## Investigation (seed 42, dev)\n")
+        w("Each row changes one thing against the seed-42 main run of the same method and task (right column).\n")
+        w("| task | method | lr | positions | change | dev | main run (seed 42) | trainable |")
+        w("|---|---|---|---|---|---|---|---|")
+        for r in sorted(inv, key=lambda r: r["spec"]["id"]):
+            sp = r["spec"]
+            ref = [m for m in main if m["spec"]["method"] == sp["method"] and m["spec"]["task"] == sp["task"]
+                   and m["spec"]["seed"] == 42]
+            ref_s = ", ".join(f"{m['score']:.1f} (lr {m['spec']['lr']:g})" for m in ref) or "—"
+            opts = ", ".join(f"{k}={v}" for k, v in sorted((sp.get("options") or {}).items()))
+            if not opts:
+                opts = "learning rate only"
+            w(f"| {sp['task']} | {sp['method']} | {sp['lr']:g} | {sp['positions'] or '—'} | {opts} | "
+              f"**{r['score']:.1f}** | {ref_s} | {r['trainable_params']} |")
+        w("")
     failed = [r for r in runs.values() if r.get("status") in ("failed", "interrupted")]
     w("## Missing runs\n")
     if not missing:
