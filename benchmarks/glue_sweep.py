@@ -151,12 +151,15 @@ def plan(results):
 
 # Stage "investigate", seed 42. LayerConnect at its probed LR/positions on the tasks where it stayed at
 # (or near) the majority class (CoLA MCC 0.0, RTE 53.8 vs 52.7): training the base LayerNorms too, a
-# larger seed bank (K = 4 depth anchors), a 3x larger learning rate. And Houlsby on STS-B at its
+# larger seed bank (K = 4 depth anchors), a 3x larger learning rate; then (added after those all stayed at
+# the majority class) 3x and 10x smaller learning rates. And Houlsby on STS-B at its
 # second-best probed LR (1e-3): at the probe's pick (3e-3) its regression collapsed to the label mean.
 INVESTIGATE = [
     ("cola", {"train_layernorm": True}, 1.0), ("rte", {"train_layernorm": True}, 1.0),
     ("cola", {"num_anchors": 4}, 1.0), ("rte", {"num_anchors": 4}, 1.0),
     ("cola", {}, 3.0),
+    # all of the above stayed at the majority class: lower learning rates (the head shares the LR)
+    ("cola", {}, 0.3), ("cola", {}, 0.1), ("rte", {}, 0.3),
 ]
 
 
