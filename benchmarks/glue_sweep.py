@@ -437,6 +437,40 @@ def cmd_report(args):
           + f" | {statistics.mean(vals):.1f} | 0 | — | — |")
     except Exception as e:  # the data may be absent where the report is regenerated
         print(f"report: no majority baseline: {e}", file=sys.stderr)
+    # headline: LayerConnect against Houlsby on the same budget (means over the seeds that finished)
+    def task_means(method, stage="main", extra=None):
+        out = {}
+        for t in HEADLINE_TASKS:
+            xs = [r["score"] for r in main if r["spec"]["method"] == method and r["spec"]["task"] == t]
+            if xs:
+                out[t] = statistics.mean(xs)
+        for t, v in (extra or {}).items():
+            out[t] = v
+        return out
+
+    lc_t, h_t = task_means("layerconnect"), task_means("houlsby")
+    if len(lc_t) == len(HEADLINE_TASKS) and len(h_t) == len(HEADLINE_TASKS):
+        lc_avg, h_avg = statistics.mean(lc_t.values()), statistics.mean(h_t.values())
+        pl, ph = params.get("layerconnect"), params.get("houlsby")
+        w(f"\n**Headline (same budget, means over finished seeds):** LayerConnect average **{lc_avg:.1f}**, "
+          f"Houlsby **{h_avg:.1f}** with the probe's LR everywhere"
+          + (f"; LayerConnect has {100 * pl / ph:.1f} % of Houlsby's trainable parameters on this model" if pl and ph else "")
+          + ".")
+        h_fix = [r for r in done if r["spec"]["stage"] == "investigate" and r["spec"]["method"] == "houlsby"]
+
+        def gap(ref):
+            return f"{abs(ref - lc_avg):.1f} points {'below' if lc_avg < ref else 'above'} it"
+
+        if h_fix:
+            fixed = dict(h_t)
+            for r in h_fix:
+                fixed[r["spec"]["task"]] = r["score"]
+            fx = statistics.mean(fixed.values())
+            w(f"With Houlsby's STS-B run at lr {h_fix[0]['spec']['lr']:g} instead (its probed LR collapsed to "
+              f"predicting the label mean: train loss stayed at the label variance, visible without dev), "
+              f"Houlsby's average is **{fx:.1f}**: LayerConnect is **{gap(fx)}** (goal: at most 2.5 below).")
+        else:
+            w(f"LayerConnect is {gap(h_avg)} (goal: at most 2.5 below).")
     w("\nA score equal to the majority-class row means the model still predicts a single class after "
       "training: only scores above it show something learned on this budget.")
     w("\nAverage = mean of the task headlines (leaderboard convention, `layerconnect.glue.glue_average`); "
