@@ -21,6 +21,10 @@ OUT_DIR="$FINAL_DIR/gpu_check"          # details; packed into gpu_check.tgz on 
 rm -rf "$OUT_DIR"; mkdir -p "$OUT_DIR"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif command -v python >/dev/null; then PY=python; else PY=python3; fi
 LIMIT="${LC_GPU_CHECK_LIMIT_S:-540}"
+# the steps to run, comma-separated (a rerun after a partial lease can take only some)
+STEPS="${LC_GPU_STEPS:-build,extension,ceilings,pytest_gpu,bench_connector,bench_e2e,pytest_kernels}"
+# a hung test must not eat the lease: a per-test limit where pytest-timeout is installed
+PYTEST_TIMEOUT=()
 START=$SECONDS
 SUMMARY="$OUT_DIR/summary.txt"
 pack() {
@@ -37,7 +41,7 @@ unset TRITON_INTERPRET
 
 # seconds a step may take: its cap, but never more than what is left minus `reserve`
 allowance() {
-  local cap=$1 reserve=$2 left
+  local cap=$1 reserve=$(( $2 * LIMIT / 540 )) left   # reserves are sized for the default limit
   left=$(( LIMIT - (SECONDS - START) - reserve ))
   (( left < 5 )) && left=5
   (( cap < left )) && echo "$cap" || echo "$left"
@@ -46,6 +50,7 @@ allowance() {
 # step NAME CAP RESERVE LOG -- command...   (records status and time; never aborts the script)
 step() {
   local name=$1 cap=$2 reserve=$3 log=$4; shift 5
+  if [[ ",$STEPS," != *",$name,"* ]]; then echo "== $name: not in LC_GPU_STEPS, skipped"; return 0; fi
   local t0=$SECONDS rc=0 lim
   lim=$(allowance "$cap" "$reserve")
   echo "== $name (limit ${lim}s) -> $log"
@@ -77,6 +82,7 @@ PYEOF
 } > "$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 
+"$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST_TIMEOUT=(--timeout="${LC_GPU_TEST_TIMEOUT_S:-45}")
 step build 240 280 "$OUT_DIR/build.log" -- \
   env LC_CUDA_ARCHS=90 MAX_JOBS=16 "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 step extension 30 250 "$OUT_DIR/extension.log" -- "$PY" -c "
@@ -136,10 +142,10 @@ PYEOF
 
 # GPU tests with compiled Triton kernels (conftest interprets them only where CUDA is absent)
 step pytest_gpu 150 150 "$OUT_DIR/pytest_gpu.log" -- \
-  env TRITON_INTERPRET=0 "$PY" -m pytest tests -q -m gpu -rs -p no:cacheprovider --durations=10
+  env TRITON_INTERPRET=0 "$PY" -m pytest tests -q -m gpu -rfEs --tb=short -p no:cacheprovider --durations=10 "${PYTEST_TIMEOUT[@]}"
 # The acceptance shapes of SPEC §5 / the GPU goals: d = 768, bf16, N >= 16k; BERT-base e2e.
 step bench_connector 120 80 "$OUT_DIR/bench_connector.log" -- \
-  "$PY" benchmarks/bench_connector.py --device cuda --dtype bfloat16 --n 16k,64k,256k --d 768 \
+  "$PY" benchmarks/bench_connector.py --device cuda --dtype bfloat16 --n "${LC_GPU_BENCH_N:-16k,64k,256k}" --d 768 \
     --repeats 20 --compile all --no-progress --seed 0 --out "$OUT_DIR"
 step bench_e2e 90 20 "$OUT_DIR/bench_e2e.log" -- \
   "$PY" benchmarks/bench_e2e.py --device cuda --dtype bfloat16 --models bert-base --batch 8,32 \
@@ -148,9 +154,9 @@ step bench_e2e 90 20 "$OUT_DIR/bench_e2e.log" -- \
 # The kernel- and model-level test files with whatever time is left (the GLUE/serve tests need
 # packages the device image may lack; CI runs them).
 step pytest_kernels 200 10 "$OUT_DIR/pytest_kernels.log" -- \
-  "$PY" -m pytest tests/test_reference.py tests/test_ops.py tests/test_triton_backend.py \
-    tests/test_cuda_backend.py tests/test_multitask_op.py tests/test_inplace.py tests/test_model.py \
-    -q -m "gpu or not gpu" -rs -p no:cacheprovider
+  "$PY" -m pytest tests/test_triton_backend.py tests/test_ops.py tests/test_multitask_op.py \
+    tests/test_cuda_backend.py tests/test_inplace.py tests/test_model.py tests/test_reference.py \
+    -q -m "gpu or not gpu" -rfEs --tb=short -p no:cacheprovider "${PYTEST_TIMEOUT[@]}"
 {
   echo
   echo "==================== gpu_check summary ($(( SECONDS - START ))s, out: $OUT_DIR) ===================="

@@ -4,6 +4,9 @@ import random
 
 import pytest
 
+pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
+
+
 from layerconnect.glue import GlueDataError, TASKS, load_glue, load_split, read_glue_tsv
 from layerconnect.glue.data import resolve_data_dir, split_heldout, subsample
 

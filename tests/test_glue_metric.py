@@ -3,8 +3,12 @@ import math
 import os
 import random
 
-import evaluate
 import pytest
+
+pytest.importorskip("evaluate", reason="the GLUE layer needs `evaluate` (pip install -e \".[glue]\")")
+pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
+
+import evaluate  # noqa: E402
 
 from layerconnect.glue import METRIC_PATH, TASKS, glue_average, task_score
 

@@ -10,6 +10,9 @@ import sys
 import pytest
 import torch
 
+pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
+pytest.importorskip("evaluate", reason="the GLUE layer needs `evaluate` (pip install -e \".[glue]\")")
+
 from layerconnect.cli import main as cli
 from layerconnect.glue import TASKS
 from layerconnect.glue import training

@@ -179,6 +179,11 @@ class _Shape:
 
         f = _hoisted_reference(self.r, self.alpha, self.t, self.K)
         if compile:
+            # Every shape's f shares one code object, and each shape compiles twice (grad mode on
+            # and off): dynamo's default limit of 8 recompiles per code object stops a grid of
+            # 4+ shapes with a hard error under fullgraph=True (seen on an H200). Old entries are
+            # dead once their shape is measured, so drop them.
+            torch._dynamo.reset()
             f = torch.compile(f, dynamic=False, fullgraph=True)
         a = ref.interp_matrix(self.r, self.p, dtype=self.dtype, device=self.device)
         bm = ref.interp_matrix(self.d, self.q, dtype=self.dtype, device=self.device)
