@@ -206,7 +206,7 @@ def test_bfloat16_on_interpreter_is_rejected_clearly():
 def test_registration_and_auto_never_picks_interpreter(monkeypatch):
     be = backends.get("triton")
     assert be.unavailable_reason() is None and "triton" in lc_kernels.available_backends()
-    assert be.priority.get("cuda") == 10 and "cpu" not in be.priority
+    assert be.priority.get("cuda") == 20 and "cpu" not in be.priority
     if ON_CPU:
         assert torch.bfloat16 not in be.dtypes["cpu"]
         for dt in (torch.float16, torch.float32, torch.float64):
