@@ -146,6 +146,8 @@ def plan(results):
     out += main_runs("layerconnect", 44) + main_runs("houlsby", 44)
     for m in BASELINES[4:]:
         out += probe_plan(m) + main_runs(m, 42)
+    lr, pos = best["layerconnect"]
+    out += [spec("investigate", t, "layerconnect", lr * f, positions=pos, options=o) for t, o, f in INVESTIGATE_LATE]
     return out
 
 
@@ -160,6 +162,16 @@ INVESTIGATE = [
     ("cola", {}, 3.0),
     # all of the above stayed at the majority class: lower learning rates (the head shares the LR)
     ("cola", {}, 0.3), ("cola", {}, 0.1), ("rte", {}, 0.3),
+]
+
+
+# Added after seed 43 put LayerConnect 4.9 points under Houlsby (CoLA -10.9, MRPC -5.6, RTE -4.4), run
+# last so that the protocol's runs come first: the two knobs not tried yet. alpha = 3 scales the
+# connector's output, i.e. the connectors' effective step under Adam, without raising the head's LR
+# (a 3x LR moved both and diverged); down_factor 4 doubles r (48 -> 96) and with it p, the seed rows.
+INVESTIGATE_LATE = [
+    ("mrpc", {"alpha": 3.0}, 1.0), ("cola", {"alpha": 3.0}, 1.0),
+    ("mrpc", {"down_factor": 4}, 1.0), ("cola", {"down_factor": 4}, 1.0), ("rte", {"down_factor": 4}, 1.0),
 ]
 
 
@@ -533,6 +545,10 @@ def cmd_report(args):
       "the connector after the last layer.")
     w("- Stage 2 (headline): LayerConnect and Houlsby, seed 42; head-only and BitFit (each its probe, then its "
       "five tasks); seeds 43 and 44 of LayerConnect and Houlsby; then Pfeiffer, LoRA and full fine-tuning.")
+    w("- Stage investigate (seed 42): Houlsby on STS-B at its second-best LR (its probed LR collapsed to the label "
+      "mean on seed 42); LayerConnect on CoLA and RTE with the base LayerNorms trained too, with K = 4 anchors, "
+      "and at 3x, 0.3x and 0.1x its LR; last in the plan, LayerConnect with alpha = 3 and with down_factor 4 "
+      "(r = 96, p = 96) on MRPC, CoLA (and RTE).")
     w("- The v1 smoke sweep (1 epoch on 1,000 rows, a shared machine) is kept in `GLUE_RESULTS_SMOKE.md`; "
       "single longer hand runs in `GLUE_LONGER_RUNS.md`.")
     with open(args.md + ".tmp", "w") as fh:
