@@ -148,8 +148,9 @@ def plan(results):
         out += probe_plan(m) + main_runs(m, 42)
     lr, pos = best["layerconnect"]
     out += [spec("investigate", t, "layerconnect", lr * f, positions=pos, options=o) for t, o, f in INVESTIGATE_LATE]
-    # Pfeiffer's STS-B at its probed 3e-3 collapsed to the label mean like Houlsby's seed 42: its 1e-3 too
-    out += [spec("investigate", "stsb", "pfeiffer", 1e-3)]
+    # Pfeiffer's (3e-3) and LoRA's (2e-3) STS-B at their probed LRs collapsed to the label mean like
+    # Houlsby's seed 42: each at its other probed LR too
+    out += [spec("investigate", "stsb", "pfeiffer", 1e-3), spec("investigate", "stsb", "lora", 5e-4)]
     return out
 
 
@@ -557,7 +558,7 @@ def cmd_report(args):
     w("- Stage 2 (headline): LayerConnect and Houlsby, seed 42; head-only and BitFit (each its probe, then its "
       "five tasks); seeds 43 and 44 of LayerConnect and Houlsby; then Pfeiffer, LoRA and full fine-tuning.")
     w("- Stage investigate (seed 42): Houlsby on STS-B at its second-best LR (its probed LR collapsed to the label "
-      "mean on seed 42) and, last, Pfeiffer likewise; LayerConnect on CoLA and RTE with the base LayerNorms trained too, with K = 4 anchors, "
+      "mean on seed 42) and, last, Pfeiffer and LoRA likewise; LayerConnect on CoLA and RTE with the base LayerNorms trained too, with K = 4 anchors, "
       "and at 3x, 0.3x and 0.1x its LR; last in the plan, LayerConnect with alpha = 3 and with down_factor 4 "
       "(r = 96, p = 96) on MRPC, CoLA (and RTE).")
     w("- The v1 smoke sweep (1 epoch on 1,000 rows, a shared machine) is kept in `GLUE_RESULTS_SMOKE.md`; "
