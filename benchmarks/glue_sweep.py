@@ -463,6 +463,17 @@ def cmd_report(args):
             out[t] = v
         return out
 
+    def with_reruns(method, reruns):
+        """``method``'s task means with each rerun (an investigate run at another LR) in place of the main run of
+        its own seed only; the other seeds' main runs stay in the mean."""
+        fixed = task_means(method)
+        for r in reruns:
+            t, sd = r["spec"]["task"], r["spec"]["seed"]
+            others = [m["score"] for m in main if m["spec"]["method"] == method and m["spec"]["task"] == t
+                      and m["spec"]["seed"] != sd]
+            fixed[t] = statistics.mean([r["score"]] + others)
+        return fixed
+
     lc_t, h_t = task_means("layerconnect"), task_means("houlsby")
     if len(lc_t) == len(HEADLINE_TASKS) and len(h_t) == len(HEADLINE_TASKS):
         lc_avg, h_avg = statistics.mean(lc_t.values()), statistics.mean(h_t.values())
@@ -477,14 +488,7 @@ def cmd_report(args):
             return f"{abs(ref - lc_avg):.1f} points {'below' if lc_avg < ref else 'above'} it"
 
         if h_fix:
-            # the investigate run replaces only its own seed's main run (seed 42, whose STS-B collapsed at the
-            # probed LR); the other seeds' main runs stay in the mean
-            fixed = dict(h_t)
-            for r in h_fix:
-                t, sd = r["spec"]["task"], r["spec"]["seed"]
-                others = [m["score"] for m in main if m["spec"]["method"] == "houlsby" and m["spec"]["task"] == t
-                          and m["spec"]["seed"] != sd]
-                fixed[t] = statistics.mean([r["score"]] + others)
+            fixed = with_reruns("houlsby", h_fix)
             fx = statistics.mean(fixed.values())
             r0 = h_fix[0]
             tname = {"stsb": "STS-B", "sst2": "SST-2"}.get(r0["spec"]["task"], r0["spec"]["task"].upper())
@@ -501,12 +505,7 @@ def cmd_report(args):
             m_t = task_means(m)
             if not fix or len(m_t) != len(HEADLINE_TASKS):
                 continue
-            fixed = dict(m_t)
-            for r in fix:
-                t, sd = r["spec"]["task"], r["spec"]["seed"]
-                others = [x["score"] for x in main if x["spec"]["method"] == m and x["spec"]["task"] == t
-                          and x["spec"]["seed"] != sd]
-                fixed[t] = statistics.mean([r["score"]] + others)
+            fixed = with_reruns(m, fix)
             what = ", ".join(f"{r['spec']['task']} at lr {r['spec']['lr']:g}" for r in fix)
             w(f"- {m}: with its seed-42 {what} in place of the probed-LR run, average "
               f"**{statistics.mean(fixed.values()):.1f}** (probed LR everywhere: {statistics.mean(m_t.values()):.1f}).")
