@@ -14,7 +14,7 @@ i mod T):
     copies      T separate single-task model copies, each answering its rows (same compute as
                 sequential without the swap; memory T x the model; only up to --max-copies)
 
-Timings: the shared harness (``layerconnect.bench.harness``): one warm-up, ``reps`` samples per mode
+Timings: the shared harness (``layerconnect.apps.bench.harness``): one warm-up, ``reps`` samples per mode
 in a freshly shuffled order each round, median reported; plus each mode's median process CPU time
 (the machine is shared, see ``_measure``). Inference mode, tokenisation excluded.
 Memory: bytes of a task artefact on disk, bytes a task adds to the stacked in-memory parameters,
@@ -87,7 +87,7 @@ def _measure(fns: dict, reps: int) -> tuple:
     """Wall-clock Stats per mode from the shared harness (warm-up, shuffled interleaving, median and
     quartiles), plus the median process CPU time (all threads) of each mode: on a shared machine
     time-sharing with other jobs inflates wall time but not the CPU work a mode costs."""
-    from layerconnect.bench.harness import Variant, measure_interleaved
+    from layerconnect.apps.bench.harness import Variant, measure_interleaved
 
     cpu = {k: [] for k in fns}
 
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    from layerconnect.bench.harness import environment, write_json_atomic
+    from layerconnect.apps.bench.harness import environment, write_json_atomic
 
     g = mt.geometry
     meta = {

@@ -10,7 +10,7 @@ of ``model.base_model``: ``classifier`` (BERT, RoBERTa, ELECTRA; for RoBERTa/ELE
 head) and also ``pre_classifier`` for DistilBERT. BERT's ``pooler`` lives inside ``model.bert``: it
 was pre-trained (next-sentence prediction) and counts as base, so it stays frozen. That is the
 AdapterHub / peft convention of training only the newly created head, and it is the same head
-:func:`layerconnect.model.head_module_names` (and so ``add_connectors``) keeps trainable.
+:func:`layerconnect.method.head_module_names` (and so ``add_connectors``) keeps trainable.
 
 Methods:
     layerconnect  ``add_connectors(model, LayerConnectConfig(**options))`` (SPEC.md).
@@ -49,7 +49,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .model import find_layers, head_module_names
+from .method.inject import find_layers, head_module_names
 
 __all__ = [
     "METHODS",
@@ -295,8 +295,7 @@ def apply_method(model: nn.Module, method: str, **options) -> nn.Module:
     heads = [getattr(model, n) for n in head_module_names(model)]
 
     if method == "layerconnect":
-        from .config import LayerConnectConfig
-        from .model import add_connectors
+        from .method import LayerConnectConfig, add_connectors
 
         model = add_connectors(model, LayerConnectConfig(**options))
         _set_trainable(heads, True)

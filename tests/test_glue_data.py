@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
 
 
-from layerconnect.glue import GlueDataError, TASKS, load_glue, load_split, read_glue_tsv
-from layerconnect.glue.data import resolve_data_dir, split_heldout, subsample
+from layerconnect.apps.glue import GlueDataError, TASKS, load_glue, load_split, read_glue_tsv
+from layerconnect.apps.glue.data import resolve_data_dir, split_heldout, subsample
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "red", "blue", "ran", "fast", "slow", "big", "small",
          "bird", "flew", "over", "tree", "house", "car", "good", "bad", "film", "is", "not", "very"]

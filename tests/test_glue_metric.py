@@ -10,7 +10,7 @@ pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip ins
 
 import evaluate  # noqa: E402
 
-from layerconnect.glue import METRIC_PATH, TASKS, glue_average, task_score
+from layerconnect.apps.glue import METRIC_PATH, TASKS, glue_average, task_score
 
 
 def _load(task, folder=False):

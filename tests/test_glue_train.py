@@ -11,15 +11,17 @@ import pytest
 import torch
 
 pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
-pytest.importorskip("evaluate", reason="the GLUE layer needs `evaluate` (pip install -e \".[glue]\")")
 
-from layerconnect.cli import main as cli
-from layerconnect.glue import TASKS
-from layerconnect.glue import training
-from layerconnect.glue.training import (COMPLETE_FILE, RunConfig, WEIGHTS_FILE, build_model, load_trainable,
-                                        read_run, train)
+from layerconnect.apps.glue import TASKS  # noqa: E402
+from layerconnect.apps.glue import run as glue_run  # noqa: E402
+from layerconnect.apps.glue.checkpoint import COMPLETE_FILE, WEIGHTS_FILE, load_trainable, read_run  # noqa: E402
+from layerconnect.apps.glue.model import build_model  # noqa: E402
+from layerconnect.apps.glue.options import TrainOptions  # noqa: E402
+from layerconnect.apps.glue.run import train  # noqa: E402
+from layerconnect.baselines import METHODS  # noqa: E402
+from layerconnect.cli import main as cli  # noqa: E402
 
-from test_glue_data import PUNCT, WORDS, write_tiny_glue
+from test_glue_data import PUNCT, WORDS, write_tiny_glue  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +59,7 @@ def _cfg(tiny, out, **kw):
     base = dict(task="rte", method="layerconnect", model=mdir, data_dir=gdir, output_dir=str(out), batch_size=8,
                 max_length=32, lr=1e-2, seed=0, progress=False, logging_steps=1)
     base.update(kw)
-    return RunConfig(**base)
+    return TrainOptions(**base)
 
 
 def _tensors(path):
@@ -74,14 +76,19 @@ def test_train_then_eval_reproduces_saved_metrics(tiny, tmp_path, task, capsys):
     t = TASKS[task]
     assert set(m["scores"]) == set(t.metrics) and m["eval_split"] == "dev" and m["global_steps"] == 6
     assert all(v == v for v in m["scores"].values())  # no NaN
-    assert [h["step"] for h in m["history"]] == [3, 6]
-    assert m["command"].startswith(f"layerconnect train --task {task} --method layerconnect")
+    assert m["selection"]["split"] == "heldout" and m["selection"]["rows"] == 4  # 10 % of 40 train rows
+    assert [h["step"] for h in m["selection"]["history"]] == [3, 6] and m["selection"]["best_step"] in (3, 6)
+    assert m["command"].startswith(f"layerconnect train --task {task} --model")
+    assert "--max-steps 6" in m["command"] and "--method" not in m["command"]  # defaults are not repeated
     assert {"torch", "transformers", "datasets"} <= set(m["versions"])
+    assert m["majority_dev_score"] >= 0 and m["constant_train_loss"] > 0 and m["final_train_loss"] > 0
     # the checkpoint holds exactly the trainable parameters (seed bank, biases, head) and nothing else
-    fresh = build_model(tiny[0], t, "layerconnect", {}, 0)
+    fresh = build_model(tiny[0], t, "layerconnect", {}, 0, "mean")
     trainable = {n for n, p in fresh.named_parameters() if p.requires_grad}
     saved = _tensors(str(out))
-    assert set(saved) == trainable and m["trainable_params"] == sum(saved[n].numel() for n in saved)
+    assert set(saved) == trainable and m["trainable_params_with_head"] == sum(saved[n].numel() for n in saved)
+    head = sum(saved[n].numel() for n in saved if n.startswith("classifier."))
+    assert m["head_params"] == head and m["trainable_params"] == m["trainable_params_with_head"] - head
     assert saved["layerconnect.theta"].abs().sum() > 0  # moved off its zero initialisation
     ckpts = sorted(d for d in os.listdir(out) if d.startswith("checkpoint-"))
     assert ckpts and all(os.path.isfile(out / c / COMPLETE_FILE) for c in ckpts)
@@ -101,7 +108,7 @@ def test_train_then_eval_reproduces_saved_metrics(tiny, tmp_path, task, capsys):
     kw = {"num_labels": t.num_labels}
     a = AutoModelForSequenceClassification.from_pretrained(tiny[0], **kw)
     load_connectors(a, str(out / "connectors"))
-    b = build_model(tiny[0], t, "layerconnect", {}, 123)
+    b = build_model(tiny[0], t, "layerconnect", {}, 123, "mean")
     load_trainable(b, str(out))
     ids = torch.randint(5, 20, (3, 9))
     a.eval(), b.eval()
@@ -121,16 +128,82 @@ def test_two_dev_splits_mnli(tiny, tmp_path):
     assert ev["score"] == pytest.approx(m["score"], abs=1e-9)
 
 
-def test_heldout_run_never_touches_dev(tiny, tmp_path, monkeypatch):
-    from layerconnect.glue import data
+def test_selection_uses_heldout_rows_and_dev_is_scored_once_at_the_end(tiny, tmp_path, monkeypatch):
+    """Every evaluation during training runs on the held-out slice of train; dev is evaluated exactly once,
+    after training, on the checkpoint the held-out score chose."""
+    evaluated = []
+    orig_make = glue_run.make_trainer_class
 
-    seen = []
-    orig = data.read_glue_tsv
-    monkeypatch.setattr(data, "read_glue_tsv", lambda task, path: seen.append(os.path.basename(path)) or orig(task, path))
-    m = train(_cfg(tiny, tmp_path / "h", max_steps=2, heldout=10, train_subsample=16))
-    assert seen == ["train.tsv"] and m["eval_split"] == "heldout"
-    assert m["eval_sizes"] == {"heldout": 10} and m["train_size"] == 16
+    def spying_class():
+        cls = orig_make()
+
+        class Spy(cls):
+            def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+                ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+                evaluated.append((metric_key_prefix, len(ds), self.state.global_step, self.state.best_global_step))
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+        return Spy
+
+    monkeypatch.setattr(glue_run, "make_trainer_class", spying_class)
+    m = train(_cfg(tiny, tmp_path / "h", max_steps=4, save_steps=2, heldout=10, train_subsample=16))
+    during = [e for e in evaluated if e[0] == "eval"]
+    dev = [e for e in evaluated if e[0] == "dev"]
+    assert [e[1] for e in during] == [10, 10] and [e[2] for e in during] == [2, 4]
+    assert len(dev) == 1 and dev[0][1] == 16 and dev[0][2] == 4  # once, after the last step
+    assert m["selection"]["rows"] == 10 and m["train_size"] == 16 and m["dev_sizes"] == {"dev": 16}
+    assert m["best_checkpoint"].endswith(f"checkpoint-{m['selection']['best_step']}")
     assert read_run(str(tmp_path / "h"))["heldout"] == 10
+    # without a held-out slice nothing is selected: the last step is scored on dev, still once
+    evaluated.clear()
+    m0 = train(_cfg(tiny, tmp_path / "h0", max_steps=2, heldout=0, train_subsample=16))
+    assert [e[0] for e in evaluated] == ["dev"] and m0["selection"]["split"] is None
+
+
+def test_finished_run_is_not_overwritten_without_asking(tiny, tmp_path):
+    out = tmp_path / "done"
+    first = train(_cfg(tiny, out, max_steps=2))
+    for d in os.listdir(out):
+        if d.startswith("checkpoint-"):
+            shutil.rmtree(out / d)  # a finished run whose checkpoints were cleaned up
+    with pytest.raises(ValueError, match="holds a finished run.*--overwrite"):
+        train(_cfg(tiny, out, max_steps=2, lr=5e-3))
+    assert json.loads((out / "metrics.json").read_text())["trainable_sha256"] == first["trainable_sha256"]
+    again = train(_cfg(tiny, out, max_steps=3, lr=5e-3, overwrite=True))
+    assert again["global_steps"] == 3
+    steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines() if "loss" in json.loads(x)]
+    assert steps == [1, 2, 3]  # the log holds the new run only
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
+def test_readouts_are_head_parameters_and_round_trip(tiny, tmp_path, pooling):
+    from transformers import AutoModelForSequenceClassification
+
+    from layerconnect import load_connectors
+    from layerconnect.method.readout import readout_kind
+
+    out = tmp_path / pooling
+    m = train(_cfg(tiny, out, max_steps=2, pooling=pooling))
+    pooler = 32 * 32 + 32 if pooling == "pooler" else 0
+    assert m["pooling"] == pooling and m["head_params"] == 32 * 2 + 2 + pooler
+    assert m["trainable_params"] == m["trainable_params_with_head"] - m["head_params"]
+    meta = json.loads((out / "connectors" / "layerconnect_config.json").read_text())
+    assert meta["readout"] == pooling
+    a = AutoModelForSequenceClassification.from_pretrained(tiny[0], num_labels=2)
+    load_connectors(a, str(out / "connectors"))
+    assert readout_kind(a) == pooling
+    b = build_model(tiny[0], TASKS["rte"], "layerconnect", {}, 7, pooling)
+    load_trainable(b, str(out))
+    ids = torch.randint(5, 20, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0  # padding must not enter the mean
+    a.eval(), b.eval()
+    with torch.no_grad():
+        la, lb = a(input_ids=ids, attention_mask=mask).logits, b(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(la, lb, rtol=0, atol=0)
+        if pooling == "mean":  # the masked row equals the same row without its padding
+            short = b(input_ids=ids[:1, :6], attention_mask=mask[:1, :6]).logits
+            torch.testing.assert_close(short, lb[:1], rtol=1e-5, atol=1e-6)
 
 
 def test_resume_after_interrupt_reaches_the_uninterrupted_weights(tiny, tmp_path, monkeypatch):
@@ -145,12 +218,12 @@ def test_resume_after_interrupt_reaches_the_uninterrupted_weights(tiny, tmp_path
             if state.global_step == 2:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    orig = training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a: [CtrlCAt()] + orig(*a))
+    orig = glue_run.callbacks
+    monkeypatch.setattr(glue_run, "callbacks", lambda *a: [CtrlCAt()] + orig(*a))
     res = train(_cfg(tiny, tmp_path / "cut", **kw))
     assert res["interrupted"] and res["checkpoint"].endswith("checkpoint-2")
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    monkeypatch.setattr(training, "_callbacks", orig)
+    monkeypatch.setattr(glue_run, "callbacks", orig)
     with pytest.raises(ValueError, match="already holds checkpoints.*--resume"):
         train(_cfg(tiny, tmp_path / "cut", **kw))
     with pytest.raises(ValueError, match="different run"):
@@ -163,14 +236,17 @@ def test_resume_after_interrupt_reaches_the_uninterrupted_weights(tiny, tmp_path
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=0, atol=0, msg=lambda s, n=n: f"{n}: {s}")
     assert full["scores"] == resumed["scores"]
+    logged = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    keys = [(r["step"], tuple(sorted(k for k in r if k not in ("step", "epoch", "time")))) for r in logged]
+    assert len(keys) == len(set(keys)), "a resumed run logged a step twice"
 
 
-@pytest.mark.parametrize("method", training.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_each_method_trains_only_what_it_claims(tiny, tmp_path, method):
     from layerconnect.baselines import trainable_parameters
 
     t = TASKS["rte"]
-    before = {n: p.detach().clone() for n, p in build_model(tiny[0], t, method, {}, 0).named_parameters()}
+    before = {n: p.detach().clone() for n, p in build_model(tiny[0], t, method, {}, 0, "mean").named_parameters()}
     m, trainer = train(_cfg(tiny, tmp_path / method, method=method, max_steps=2, train_subsample=16,
                             lr=1e-2 if method != "full" else 1e-3), return_trainer=True)
     model = trainer.model
@@ -180,7 +256,7 @@ def test_each_method_trains_only_what_it_claims(tiny, tmp_path, method):
     changed = {n for n in after if not torch.equal(after[n].detach(), before[n])}
     assert changed and changed <= claimed, f"{method} changed frozen parameters {sorted(changed - claimed)[:5]}"
     assert set(_tensors(str(tmp_path / method))) == claimed
-    assert m["trainable_params"] == trainable_parameters(model) == sum(after[n].numel() for n in claimed)
+    assert m["trainable_params_with_head"] == trainable_parameters(model) == sum(after[n].numel() for n in claimed)
     head = {n for n in claimed if "classifier" in n}
     assert head and head & changed  # every method trains the task head
     if method == "head":

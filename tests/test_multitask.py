@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 import lc_kernels  # noqa: E402
 from layerconnect import LayerConnectConfig  # noqa: E402
-from layerconnect.multitask import MultiTaskModel  # noqa: E402
+from layerconnect.apps.serve import Predictor  # noqa: E402
 from test_multitask_common import TEXTS, make_artefact, make_base, single_task_model  # noqa: E402
 
 # (name, num_labels): two classification tasks with different label counts and a regression task
@@ -48,12 +48,13 @@ def test_mixed_batch_equals_each_single_task_model(family_setup, backend):
     family, base, arts = family_setup
     if backend == "triton" and family != "bert":
         pytest.skip("interpreted triton is slow: one family is enough")
-    mt = MultiTaskModel(base, arts, backend=backend, dtype=torch.float64)
+    p = Predictor.from_pretrained(base, arts, backend=backend, dtype=torch.float64)
+    mt = p.model
     assert mt.task_names == [n for n, _ in TASKS]
     # every task appears, in an interleaved order, with single texts and pairs mixed
     reqs = [{"task": TASKS[i % 3][0], "text": t, "text_pair": p} for i, (t, p) in enumerate(TEXTS)]
     reqs.append({"task": "sts", "text": TEXTS[0][0]})  # same text, other task: must differ
-    out = mt.predict(reqs)
+    out = p.predict(reqs)
     assert len(out) == len(reqs)
     n_labels = dict(TASKS)
     for req, got in zip(reqs, out):
@@ -66,13 +67,14 @@ def test_mixed_batch_equals_each_single_task_model(family_setup, backend):
             assert got["label_id"] == int(want.argmax())
             assert got["score"] == pytest.approx(float(torch.softmax(want, -1).max()), rel=1e-9)
     # a task's answer does not depend on what else is in the batch
-    alone = mt.predict([reqs[0]])[0]
+    alone = p.predict([reqs[0]])[0]
     torch.testing.assert_close(torch.tensor(alone["logits"]), torch.tensor(out[0]["logits"]), rtol=1e-9, atol=1e-10)
 
 
 def test_one_connector_launch_per_position_whatever_the_mix(family_setup, monkeypatch):
     _, base, arts = family_setup
-    mt = MultiTaskModel(base, arts, dtype=torch.float64)
+    p = Predictor.from_pretrained(base, arts, dtype=torch.float64)
+    mt = p.model
     calls = []
 
     def spy_on(real):
@@ -85,34 +87,35 @@ def test_one_connector_launch_per_position_whatever_the_mix(family_setup, monkey
     monkeypatch.setattr(lc_kernels.ops, "_connector_op", spy_on(lc_kernels.ops._connector_op))
     monkeypatch.setattr(lc_kernels.ops, "_connector_inplace_op", spy_on(lc_kernels.ops._connector_inplace_op))
     reqs = [{"task": TASKS[i % 3][0], "text": t, "text_pair": p} for i, (t, p) in enumerate(TEXTS)]
-    mt.predict(reqs)
+    p.predict(reqs)
     num_positions = mt.geometry.num_connectors
     assert len(calls) == num_positions, calls
     assert all(T == 3 and k == 3 for _, T, k in calls)
     # a batch that touches 2 of the 3 tasks hands the op only those 2 banks
     calls.clear()
-    mt.predict([r for r in reqs if r["task"] != "nli"])
+    p.predict([r for r in reqs if r["task"] != "nli"])
     assert len(calls) == num_positions and all(T == 2 and k == 2 for _, T, k in calls), calls
     assert mt.hypernet.theta.shape[0] == 3
 
 
 def test_add_and_remove_tasks_at_run_time(family_setup, tmp_path):
     _, base, arts = family_setup
-    mt = MultiTaskModel(base, {"sent": arts["sent"]}, dtype=torch.float64)
+    p = Predictor.from_pretrained(base, {"sent": arts["sent"]}, dtype=torch.float64)
+    mt = p.model
     encoder_id = id(mt.encoder)
-    before = mt.predict(TEXTS[0][0], task="sent")[0]["logits"]
+    before = p.predict(TEXTS[0][0], task="sent")[0]["logits"]
     mt.add_task("sts", arts["sts"])
     mt.add_task("nli", arts["nli"])
     assert mt.task_names == ["sent", "sts", "nli"] and mt.hypernet.theta.shape[0] == 3
-    mixed = mt.predict([(TEXTS[0][0], "nli"), (TEXTS[0][0], "sent"), (TEXTS[1][0], TEXTS[1][1], "sts")])
+    mixed = p.predict([(TEXTS[0][0], "nli"), (TEXTS[0][0], "sent"), (TEXTS[1][0], TEXTS[1][1], "sts")])
     assert [m["task"] for m in mixed] == ["nli", "sent", "sts"]
     assert mixed[1]["logits"] == pytest.approx(before, rel=1e-10, abs=1e-12)
     mt.remove_task("sent")
     assert mt.task_names == ["sts", "nli"] and mt.hypernet.theta.shape[0] == 2
-    again = mt.predict(TEXTS[0][0], task="nli")[0]["logits"]
+    again = p.predict(TEXTS[0][0], task="nli")[0]["logits"]
     assert again == pytest.approx(mixed[0]["logits"], rel=1e-10, abs=1e-12)
     with pytest.raises(KeyError, match="unknown task 'sent'"):
-        mt.predict("x", task="sent")
+        p.predict("x", task="sent")
     with pytest.raises(ValueError, match="already loaded"):
         mt.add_task("nli", arts["nli"])
     mt.remove_task("sts")
@@ -127,7 +130,8 @@ def test_geometry_mismatch_is_a_clear_error(family_setup, tmp_path):
     _, base, arts = family_setup
     other = make_artefact(base, str(tmp_path / "other"), 2, seed=5,
                           config=LayerConnectConfig(down_factor=8, seed_cols=12, positions="all"))
-    mt = MultiTaskModel(base, {"sent": arts["sent"]})
+    p = Predictor.from_pretrained(base, {"sent": arts["sent"]})
+    mt = p.model
     with pytest.raises(ValueError, match=r"geometry different.*r: loaded 8 vs new 4|r: loaded 8 vs new 4"):
         mt.add_task("other", other)
     assert mt.task_names == ["sent"]  # nothing half-added
@@ -135,36 +139,38 @@ def test_geometry_mismatch_is_a_clear_error(family_setup, tmp_path):
 
 def test_bad_requests_name_the_problem(family_setup):
     _, base, arts = family_setup
-    mt = MultiTaskModel(base, arts)
+    p = Predictor.from_pretrained(base, arts)
     with pytest.raises(ValueError, match="non-empty"):
-        mt.predict("   ", task="sent")
+        p.predict("   ", task="sent")
     with pytest.raises(KeyError, match="unknown task"):
-        mt.predict([{"task": "nope", "text": "hi"}])
+        p.predict([{"task": "nope", "text": "hi"}])
     with pytest.raises(ValueError, match="no task given"):
-        mt.predict(["hi"])
+        p.predict(["hi"])
     with pytest.raises(ValueError, match="unknown field"):
-        mt.predict([{"task": "sent", "text": "hi", "label": 1}])
+        p.predict([{"task": "sent", "text": "hi", "label": 1}])
 
 
 def test_label_names_regression_and_batch_size_chunks(family_setup, tmp_path):
     _, base, arts = family_setup
     named = make_artefact(base, str(tmp_path / "named"), 3, seed=3, label_names=["neg", "neu", "pos"])
-    mt = MultiTaskModel(base, {"named": named, "sts": arts["sts"]}, dtype=torch.float64)
+    p = Predictor.from_pretrained(base, {"named": named, "sts": arts["sts"]}, dtype=torch.float64)
+    mt = p.model
     texts = [t for t, _ in TEXTS]
-    full = mt.predict(texts, task="named")
-    chunked = mt.predict(texts, task="named", batch_size=4)
+    full = p.predict(texts, task="named")
+    chunked = p.predict(texts, task="named", batch_size=4)
     for a, b in zip(full, chunked):
         assert a["label"] in ("neg", "neu", "pos") and a["label"] == ["neg", "neu", "pos"][a["label_id"]]
         assert b["logits"] == pytest.approx(a["logits"], rel=1e-9, abs=1e-10)
         assert sum(a["probs"]) == pytest.approx(1.0)
-    reg = mt.predict(texts[:2], task="sts")
+    reg = p.predict(texts[:2], task="sts")
     assert set(reg[0]) == {"task", "score", "logits"}
     assert [t.to_dict()["kind"] for t in mt.tasks()] == ["classification", "regression"]
 
 
 def test_save_task_round_trips_through_load_connectors(family_setup, tmp_path):
     _, base, arts = family_setup
-    mt = MultiTaskModel(base, arts, dtype=torch.float64)
+    p = Predictor.from_pretrained(base, arts, dtype=torch.float64)
+    mt = p.model
     out = mt.save_task("nli", str(tmp_path / "nli_again"))
     meta = json.load(open(os.path.join(out, "layerconnect_config.json")))
     assert meta["num_labels"] == 3 and meta["num_tasks"] is None and meta["extra"]["task"] == "nli"
@@ -173,15 +179,16 @@ def test_save_task_round_trips_through_load_connectors(family_setup, tmp_path):
     for (ka, va), (kb, vb) in zip(sorted(a.state_dict().items()), sorted(b.state_dict().items())):
         assert ka == kb and torch.equal(va, vb), ka
     # and the saved head is the served one (save_task must not disturb the model)
-    x = mt.predict(TEXTS[3][0], task="nli")[0]["logits"]
-    mt2 = MultiTaskModel(base, {"nli": out}, dtype=torch.float64)
-    assert mt2.predict(TEXTS[3][0], task="nli")[0]["logits"] == pytest.approx(x, rel=1e-12, abs=1e-14)
+    x = p.predict(TEXTS[3][0], task="nli")[0]["logits"]
+    p2 = Predictor.from_pretrained(base, {"nli": out}, dtype=torch.float64)
+    assert p2.predict(TEXTS[3][0], task="nli")[0]["logits"] == pytest.approx(x, rel=1e-12, abs=1e-14)
     assert not any(p.requires_grad for p in mt.parameters())
 
 
 def test_memory_per_task_is_the_artefact(family_setup):
     _, base, arts = family_setup
-    mt = MultiTaskModel(base, arts)
+    p = Predictor.from_pretrained(base, arts)
+    mt = p.model
     g = mt.geometry
     head = sum(p.numel() for p in mt.heads["nli"].parameters())
     assert mt.task_param_bytes("nli") == 4 * (g.K * g.p * g.q + g.num_connectors * g.d + head)

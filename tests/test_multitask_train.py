@@ -9,9 +9,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from layerconnect import load_connectors  # noqa: E402
-from layerconnect.multitask import MultiTaskModel, Request  # noqa: E402
-from layerconnect.multitask_train import (  # noqa: E402
-    MultiTaskRunConfig, TaskSampler, batch_loss, main, sampling_probs, train_multitask)
+from layerconnect.apps.glue.joint import Example, TaskSampler, batch_loss, sampling_probs, train_joint  # noqa: E402
+from layerconnect.apps.glue.options import TrainOptions  # noqa: E402
+from layerconnect.apps.serve import Predictor  # noqa: E402
+from layerconnect.cli import main  # noqa: E402
+from layerconnect.multitask import MultiTaskModel  # noqa: E402
 from test_multitask_common import make_artefact, make_base, single_task_model  # noqa: E402
 
 WORDS = "good bad fine awful great dull bright grim warm cold fun sad".split()
@@ -85,16 +87,16 @@ def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path, absent
     arts = {n: make_artefact(base, str(tmp_path / n), k, seed=20 + i) for i, (n, k) in enumerate(specs)}
     mt = MultiTaskModel(base, arts, dtype=torch.float64, trainable=True)
     mt.eval()  # dropout off on both sides
-    reqs = [Request("rte", "good dull", "fun"), Request("sst2", "great"), Request("stsb", "cold warm", "sad"),
-            Request("sst2", "awful grim dull"), Request("stsb", "fine", "fine fun"), Request("rte", "warm", "cold")]
-    labels = [1, 0, 2.5, 1, 4.0, 0]
-    keep = [j for j, r in enumerate(reqs) if r.task != absent]
-    reqs, labels = [reqs[j] for j in keep], [labels[j] for j in keep]
-    loss, counts = batch_loss(mt, reqs, labels)
+    reqs = [Example("rte", "good dull", "fun", 1), Example("sst2", "great", None, 0),
+            Example("stsb", "cold warm", "sad", 2.5), Example("sst2", "awful grim dull", None, 1),
+            Example("stsb", "fine", "fine fun", 4.0), Example("rte", "warm", "cold", 0)]
+    reqs = [r for r in reqs if r.task != absent]
+    labels = [r.label for r in reqs]
+    tok = transformers.AutoTokenizer.from_pretrained(base)
+    loss, counts = batch_loss(mt, tok, reqs)
     assert counts == {n: 2 for n, _ in specs if n != absent}
     loss.backward()
     assert mt.hypernet.theta.shape[0] == 3  # the full stack is back after the pass
-    tok = transformers.AutoTokenizer.from_pretrained(base)
     for ti, (name, k) in enumerate(specs):
         single = single_task_model(base, arts[name], k)
         single.layerconnect.theta.requires_grad_(True)
@@ -125,11 +127,11 @@ def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path, absent
 def test_joint_training_saves_loadable_artefacts(env, tmp_path):
     base, data = env
     out = str(tmp_path / "run")
-    cfg = MultiTaskRunConfig(tasks=["sst2", "rte", "stsb"], model=base, data_dir=data, output_dir=out,
-                             max_steps=6, batch_size=8, lr=5e-2, sampling="proportional", logging_steps=2,
-                             connector={"down_factor": 4, "positions": "all"})
+    opts = TrainOptions(task="sst2,rte,stsb", model=base, data_dir=data, output_dir=out, max_steps=6,
+                        batch_size=8, lr=5e-2, sampling="proportional", logging_steps=2, down_factor=4,
+                        positions="all")
     logs = []
-    res = train_multitask(cfg, log=logs.append)
+    res = train_joint(opts, log=logs.append)
     assert res["steps"] == 6 and sum(res["rows_seen"].values()) == 48
     assert res["sampling_probs"] == pytest.approx({"sst2": 24 / 48, "rte": 10 / 48, "stsb": 14 / 48})
     assert set(res["scores"]) == {"sst2", "rte", "stsb"}
@@ -137,7 +139,8 @@ def test_joint_training_saves_loadable_artefacts(env, tmp_path):
     on_disk = json.load(open(os.path.join(out, "multitask_results.json")))
     assert on_disk["artefacts"] == res["artefacts"]
 
-    mt = MultiTaskModel(base, res["artefacts"], dtype=torch.float64)
+    pred = Predictor.from_pretrained(base, res["artefacts"], dtype=torch.float64)
+    mt = pred.model
     assert mt.task_info("rte").label_names == ["entailment", "not_entailment"]
     for name, k in (("sst2", 2), ("rte", 2), ("stsb", 1)):
         model = transformers.AutoModelForSequenceClassification.from_pretrained(base, num_labels=k)
@@ -148,7 +151,7 @@ def test_joint_training_saves_loadable_artefacts(env, tmp_path):
         text, pair = ("good fun", None) if name == "sst2" else ("good fun", "warm")
         with torch.no_grad():
             want = model(**tok(text, pair, return_tensors="pt")).logits[0]
-        got = mt.predict([{"task": name, "text": text, "text_pair": pair}])[0]["logits"]
+        got = pred.predict([{"task": name, "text": text, "text_pair": pair}])[0]["logits"]
         assert got == pytest.approx(want.tolist(), rel=1e-9, abs=1e-10)
     # different tasks learned different connectors
     assert not torch.equal(mt.hypernet.theta[0], mt.hypernet.theta[1])
@@ -157,15 +160,16 @@ def test_joint_training_saves_loadable_artefacts(env, tmp_path):
 def test_command_line_entry_point(env, tmp_path, capsys):
     base, data = env
     out = str(tmp_path / "cli")
-    rc = main(["--task", "sst2,STS-B", "--model", base, "--data-dir", data, "--output-dir", out,
-               "--max-steps", "2", "--batch-size", "4", "--down-factor", "4", "--no-eval",
+    rc = main(["train", "--task", "sst2,STS-B", "--model", base, "--data-dir", data, "--output-dir", out,
+               "--max-steps", "2", "--batch-size", "4", "--down-factor", "4",
                "--sampling", "temperature", "--temperature", "3"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["tasks"] == ["sst2", "stsb"] and printed["scores"] == {}
+    assert set(printed["scores"]) == {"sst2", "stsb"}
     for name in ("sst2", "stsb"):
         meta = json.load(open(os.path.join(out, name, "layerconnect_config.json")))
         assert meta["extra"]["joint"]["sampling"] == "temperature" and meta["geometry"]["r"] == 8
+        assert meta["extra"]["joint"]["temperature"] == 3.0 and meta["readout"] == "mean"
 
 
 def test_layerconnect_train_dispatches_several_tasks_to_joint_training(env, tmp_path, capsys):
@@ -178,8 +182,11 @@ def test_layerconnect_train_dispatches_several_tasks_to_joint_training(env, tmp_
                    "--sampling", "proportional"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["tasks"] == ["rte", "sst2"] and set(printed["scores"]) == {"rte", "sst2"}
+    assert set(printed["scores"]) == {"rte", "sst2"}
     res = json.load(open(os.path.join(out, "multitask_results.json")))
-    assert res["config"]["sampling"] == "proportional" and res["steps"] == 2
-    assert cli_main(["train", "--task", "rte,sst2", "--method", "lora", "--model", base, "--data-dir", data,
-                     "--output-dir", out, "--max-steps", "1"]) == 2  # joint training is LayerConnect-only
+    assert res["options"]["sampling"] == "proportional" and res["steps"] == 2
+    assert res["command"].startswith("layerconnect train --task rte,sst2")
+    with pytest.raises(SystemExit) as e:  # joint training is LayerConnect-only: a usage error
+        cli_main(["train", "--task", "rte,sst2", "--method", "lora", "--model", base, "--data-dir", data,
+                  "--output-dir", out, "--max-steps", "1"])
+    assert e.value.code == 2 and "supports --method layerconnect only" in capsys.readouterr().err

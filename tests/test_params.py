@@ -11,9 +11,9 @@ from layerconnect.params import (
     bert_param_counts,
     build_table,
     count_params,
-    minilm_path,
     model_param_counts,
 )
+from layerconnect.utils.paths import default_model_path
 
 transformers = pytest.importorskip("transformers")
 
@@ -84,7 +84,7 @@ def test_bert_layout_matches_hf_at_bert_base_and_large():
 
 
 def test_minilm_preset_counts_the_real_checkpoint():
-    cfg = transformers.AutoConfig.from_pretrained(minilm_path())
+    cfg = transformers.AutoConfig.from_pretrained(default_model_path())
     table = build_table(preset="minilm")
     assert (table.d, table.L) == (cfg.hidden_size, cfg.num_hidden_layers)
     expected = bert_param_counts(cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size,
@@ -92,7 +92,7 @@ def test_minilm_preset_counts_the_real_checkpoint():
     assert table.counts["full"] == expected["full"] and table.counts["bitfit"] == expected["bitfit"]
     assert table.counts["houlsby"] == count_params("houlsby", cfg.hidden_size, cfg.num_hidden_layers)
     # --model with the same directory gives the same numbers
-    assert build_table(model=minilm_path()).counts == table.counts
+    assert build_table(model=default_model_path()).counts == table.counts
 
 
 def test_model_path_for_a_non_bert_family(tmp_path):
@@ -150,7 +150,7 @@ def test_cli_explicit_positions_list(capsys):
     (["--hidden", "768"], "--hidden needs --layers"),
     (["--layers", "12"], "--layers needs --hidden"),
     (["--hidden", "100", "--layers", "3"], "down_factor=8 must divide"),
-    (["--preset", "bert-base", "--hidden", "768"], "not allowed with"),
+    (["--preset", "bert-base", "--hidden", "768"], "give only one of --model, --preset, --hidden"),
     (["--positions", "1,x"], "--positions"),
     (["--model", "/nonexistent/model-dir"], "cannot load the config"),
 ])

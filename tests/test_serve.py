@@ -1,6 +1,5 @@
-"""``layerconnect serve`` over real loopback HTTP: answers equal MultiTaskModel.predict, concurrent
+"""``layerconnect serve`` over real loopback HTTP: answers equal Predictor.predict, concurrent
 clients get batched together, bad requests get a 4xx with a message and the server keeps serving."""
-import json
 import os
 import subprocess
 import sys
@@ -14,8 +13,8 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from layerconnect.multitask import MultiTaskModel  # noqa: E402
-from layerconnect.serve import create_app  # noqa: E402
+from layerconnect.apps.serve import Predictor  # noqa: E402
+from layerconnect.apps.serve.http import create_app  # noqa: E402
 from test_multitask_common import TEXTS, make_artefact, make_base  # noqa: E402
 
 MAX_BATCH = 8
@@ -59,7 +58,7 @@ class _Server:
 @pytest.fixture(scope="module")
 def served(setup):
     base, arts = setup
-    model = MultiTaskModel(base, arts, dtype=torch.float64)
+    model = Predictor.from_pretrained(base, arts, dtype=torch.float64)
     # a generous wait so that the concurrent clients below land in shared batches
     with _Server(create_app(model, max_batch=MAX_BATCH, max_wait_ms=250)) as srv:
         yield model, srv
@@ -145,7 +144,7 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(served):
     ({"requests": [{"task": "sent", "text": "   "}]}, 400, "non-empty"),
     ({"requests": [{"task": "sent", "text": "a", "text_pair": ""}]}, 400, "text_pair"),
     ({"requests": []}, 400, "at least one"),
-    ({"requests": [{"task": "sent", "text": "x"}] * (MAX_BATCH + 1)}, 413, "--max-batch"),
+    ({"requests": [{"task": "sent", "text": "x"}] * (MAX_BATCH + 1)}, 413, "--max-request-rows"),
     ({"requests": [{"task": "sent"}]}, 422, "text"),
     ({"requests": [{"task": "sent", "text": 5}]}, 422, "text"),
     ({"requests": [{"task": "sent", "text": "hi", "label": 1}]}, 422, "label"),
@@ -214,15 +213,24 @@ def test_cli_serve_subprocess(setup, tmp_path):
         log.close()
 
 
-def test_cli_rejects_bad_task_spec():
+def test_cli_rejects_bad_task_spec(capsys):
+    from layerconnect.apps.serve.options import ServeOptions
+    from layerconnect.cli import main
+    from layerconnect.utils.options import from_namespace
+
+    for argv, message in ((["--task", "no-equals-sign"], "expected NAME=PATH"),
+                          (["--task", "a=/x", "--task", "a=/y"], "must be unique"),
+                          ([], "at least one --task"),
+                          (["--task", "a=/x", "--max-batch", "0"], "--max-batch must be >= 1")):
+        with pytest.raises(SystemExit) as e:
+            main(["serve", "--model", "m", *argv])
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
     from layerconnect.cli import build_parser
 
-    parser = build_parser(["serve"])
-    with pytest.raises(SystemExit):
-        parser.parse_args(["serve", "--model", "m", "--task", "no-equals-sign"])
-    args = parser.parse_args(["serve", "--model", "m", "--task", "a=/x", "--task", "b=/y"])
-    assert args.tasks == [("a", "/x"), ("b", "/y")] and args.host == "127.0.0.1"
-    assert json.dumps(args.max_batch) == "32"
+    args = build_parser(["serve"]).parse_args(["serve", "--model", "m", "--task", "a=/x", "--task", "b=/y"])
+    opts = from_namespace(ServeOptions, args)
+    assert opts.task_paths() == {"a": "/x", "b": "/y"} and opts.host == "127.0.0.1"
+    assert opts.max_batch == 32 and opts.max_body_bytes == 1 << 20
 
 
 def test_batcher_isolates_a_failing_unit(setup):
@@ -230,11 +238,11 @@ def test_batcher_isolates_a_failing_unit(setup):
     the units batched with it still get their answers."""
     import asyncio
 
-    from layerconnect.multitask import Request
-    from layerconnect.serve import Batcher
+    from layerconnect.apps.serve.predictor import Request
+    from layerconnect.apps.serve.http import Batcher
 
     base, arts = setup
-    model = MultiTaskModel(base, {"sent": arts["sent"]}, dtype=torch.float64)
+    model = Predictor.from_pretrained(base, {"sent": arts["sent"]}, dtype=torch.float64)
 
     async def go():
         b = Batcher(model, max_batch=8, max_wait_ms=200)
