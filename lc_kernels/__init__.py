@@ -8,6 +8,6 @@
 from . import reference
 from .ops import available_backends, connector, connector_, inplace_supported, resolve_backend
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["connector", "connector_", "inplace_supported", "available_backends", "resolve_backend", "reference",
            "__version__"]

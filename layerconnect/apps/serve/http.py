@@ -205,6 +205,18 @@ class _TooLarge(Exception):
     pass
 
 
+async def _validation_error(request, exc):
+    from fastapi.responses import JSONResponse
+
+    msgs = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        msgs.append(f"{loc or 'body'}: {e.get('msg')}")
+    return JSONResponse(status_code=422, content={
+        "error": "malformed request: " + "; ".join(msgs)
+        + ' (expected {"requests": [{"task": ..., "text": ..., "text_pair": ...}, ...]})'})
+
+
 def create_app(model: Predictor, max_batch: int = 32, max_wait_ms: float = 5.0,
                max_body_bytes: int = 1 << 20, max_request_rows: Optional[int] = None):
     """The FastAPI application serving ``model`` (see the module docstring for the endpoints and limits)."""
@@ -233,17 +245,7 @@ def create_app(model: Predictor, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def _request_error(request: HTTPRequest, exc: RequestError):
         return JSONResponse(status_code=exc.status, content={"error": exc.message})
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: HTTPRequest, exc: RequestValidationError):
-        msgs = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            msgs.append(f"{loc or 'body'}: {e.get('msg')}")
-        return JSONResponse(
-            status_code=422,
-            content={"error": "malformed request: " + "; ".join(msgs)
-                     + ' (expected {"requests": [{"task": ..., "text": ..., "text_pair": ...}, ...]})'},
-        )
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get("/health")
     async def health():
