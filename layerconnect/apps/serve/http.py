@@ -175,20 +175,29 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send)
-        seen = 0
+        state = {"seen": 0, "over": False}
 
         async def counted():
-            nonlocal seen
+            if state["over"]:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
+                state["seen"] += len(message.get("body", b""))
+                if state["seen"] > self.limit:  # stop reading; the app sees a disconnect
+                    state["over"] = True
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message):
+            if not state["over"]:  # once over the limit, only our 413 goes out
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"]:
             await self._refuse(send)
 
     async def _refuse(self, send):
@@ -199,10 +208,6 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _validation_error(request, exc):

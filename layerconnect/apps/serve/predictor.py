@@ -18,7 +18,7 @@ from ...method import read_connector_meta
 from ...multitask import MultiTaskModel, TaskInfo
 from ..text import encode_texts
 
-__all__ = ["Request", "Predictor", "chars_per_token_bound"]
+__all__ = ["Request", "Predictor", "chars_per_token_bound", "usable_positions"]
 
 # WordPiece turns a word of more than 100 characters into one [UNK]; a token therefore never covers more
 # than 100 characters plus one separating space. Cutting a text to max_length * this many characters keeps
@@ -90,13 +90,24 @@ def glue_label_names(path: str) -> Optional[List[str]]:
     return list(names) if names else None
 
 
+def usable_positions(config) -> Optional[int]:
+    """Most tokens the encoder's position table takes (RoBERTa-style tables start after the pad id)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if n is None:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        n -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return int(n)
+
+
 class Predictor:
     """Requests in, answers out, for a :class:`MultiTaskModel` and its tokenizer."""
 
     def __init__(self, model: MultiTaskModel, tokenizer, max_length: int = 128):
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = int(max_length)
+        usable = usable_positions(model.encoder.config)
+        self.max_length = int(max_length) if usable is None else min(int(max_length), usable)
         self.max_chars = chars_per_token_bound(self.max_length)
 
     @classmethod
