@@ -83,7 +83,17 @@ def test_one_connector_launch_per_position_whatever_the_mix(family_setup, monkey
             return real(x, theta, bias, ids, *a)
         return spy
 
-    # predict() runs without autograd, so on the cpu backend it takes the in-place op; count both
+    # predict() runs without autograd: on the cpu backend the model's fast path calls prepared kernels
+    # (one per position, counted below); the op path is what it replaces, checked here with it off
+    from layerconnect.method import hypernet, runtime
+
+    applied = []
+    real_apply = runtime.FastPath.apply
+    monkeypatch.setattr(runtime.FastPath, "apply", lambda self, i, h: applied.append(i) or real_apply(self, i, h))
+    p.predict([{"task": TASKS[i % 3][0], "text": t, "text_pair": q} for i, (t, q) in enumerate(TEXTS)])
+    if "cpu" in lc_kernels.available_backends():
+        assert applied == list(range(mt.geometry.num_connectors))
+    monkeypatch.setattr(hypernet, "fast_path", lambda hn, h: None)
     monkeypatch.setattr(lc_kernels.ops, "_connector_op", spy_on(lc_kernels.ops._connector_op))
     monkeypatch.setattr(lc_kernels.ops, "_connector_inplace_op", spy_on(lc_kernels.ops._connector_inplace_op))
     reqs = [{"task": TASKS[i % 3][0], "text": t, "text_pair": p} for i, (t, p) in enumerate(TEXTS)]

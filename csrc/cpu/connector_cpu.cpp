@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -176,6 +177,34 @@ struct Dims {
   int64_t N, d, T, K, p, q, g;
 };
 
+void check_ids(const char* fn, const c10::optional<at::Tensor>& ids, int64_t N, int64_t T) {
+  if (ids.has_value()) {
+    const at::Tensor& v = *ids;
+    check_cpu(fn, "ids", v);
+    TORCH_CHECK(v.scalar_type() == at::kLong, fn, ": ids must be int64, got ", v.scalar_type(), "; use ids.long()");
+    TORCH_CHECK(v.dim() == 1 && v.size(0) == N, fn, ": ids must have shape (N,) = (", N, ",), got ", v.sizes());
+    check_contig(fn, "ids", v);
+    const int64_t* p = v.data_ptr<int64_t>();
+    for (int64_t n = 0; n < N; ++n) {
+      TORCH_CHECK(p[n] >= 0 && p[n] < T, fn, ": ids must be task indices in [0, T=", T, "), got ids[", n, "]=", p[n]);
+    }
+  } else {
+    TORCH_CHECK(T == 1, fn, ": ids=None means a single task, but theta has T=", T,
+                " task banks; pass ids (one task index per row)");
+  }
+}
+
+// out = x (in place) is allowed: each 64-row block is pooled before any of its rows is written and
+// threads own disjoint blocks. Any other overlap would read rows already overwritten.
+void check_overlap(const char* fn, const at::Tensor& x, const at::Tensor& y, bool given) {
+  if (!given || y.data_ptr() == x.data_ptr()) return;
+  const auto* xb = static_cast<const char*>(x.data_ptr());
+  const auto* yb = static_cast<const char*>(y.data_ptr());
+  const int64_t nbytes = x.numel() * static_cast<int64_t>(x.element_size());
+  TORCH_CHECK(yb + nbytes <= xb || xb + nbytes <= yb, fn,
+              ": out overlaps x without being x; pass out=x (in place) or a separate tensor");
+}
+
 // Checks theta (T, K, p, q), bias (T, d) if given, ids, t, r against the activation `act`.
 Dims check_params(const char* fn, const char* act_name, const at::Tensor& act, const at::Tensor& theta,
                   const at::Tensor* bias, const c10::optional<at::Tensor>& ids, double t, int64_t r,
@@ -205,21 +234,7 @@ Dims check_params(const char* fn, const char* act_name, const at::Tensor& act, c
                 ": bias must have shape (T, d) = (", D.T, ", ", D.d, "), got ", bias->sizes());
     check_contig(fn, "bias", *bias);
   }
-  if (ids.has_value()) {
-    const at::Tensor& v = *ids;
-    check_cpu(fn, "ids", v);
-    TORCH_CHECK(v.scalar_type() == at::kLong, fn, ": ids must be int64, got ", v.scalar_type(), "; use ids.long()");
-    TORCH_CHECK(v.dim() == 1 && v.size(0) == D.N, fn, ": ids must have shape (N,) = (", D.N, ",), got ", v.sizes());
-    check_contig(fn, "ids", v);
-    const int64_t* p = v.data_ptr<int64_t>();
-    for (int64_t n = 0; n < D.N; ++n) {
-      TORCH_CHECK(p[n] >= 0 && p[n] < D.T, fn, ": ids must be task indices in [0, T=", D.T, "), got ids[", n,
-                  "]=", p[n]);
-    }
-  } else {
-    TORCH_CHECK(D.T == 1, fn, ": ids=None means a single task, but theta has T=", D.T,
-                " task banks; pass ids (one task index per row)");
-  }
+  check_ids(fn, ids, D.N, D.T);
   return D;
 }
 
@@ -381,6 +396,31 @@ int64_t num_blocks(int64_t N) { return (N + kBlockRows - 1) / kBlockRows; }
 // the three operations
 // ------------------------------------------------------------------------------------------------
 
+// The O(N) part of the forward: 64-row blocks, in parallel when there is more than one (a single block
+// runs inline: waking the thread pool costs more than 16 rows of work).
+template <typename T>
+void run_forward_blocks(const ForwardArgs<T>& A, int64_t N) {
+  const KernelTable<T>& K = kernels<T>();
+  const int64_t scratch = forward_scratch(A.geo);
+  auto body = [&](int64_t b0, int64_t b1) {
+    // One scratch buffer per thread, kept between calls (allocating and zeroing ~60 kB per call cost
+    // more than a 16-row block). New elements are zeroed when it grows; the kernel writes every
+    // element it reads except the epilogue's slack, which therefore stays zero.
+    thread_local std::vector<T> buf;
+    if (buf.size() < static_cast<size_t>(scratch)) buf.resize(static_cast<size_t>(scratch));
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t n0 = blk * kBlockRows;
+      K.forward_block(A, n0, std::min(kBlockRows, N - n0), buf.data());
+    }
+  };
+  const int64_t nb = num_blocks(N);
+  if (nb == 1) {
+    body(0, 1);
+  } else {
+    at::parallel_for(0, nb, 1, body);
+  }
+}
+
 template <typename T>
 void forward_impl(const at::Tensor& x, const at::Tensor& theta, const at::Tensor& bias,
                   const c10::optional<at::Tensor>& ids, double t, const Dims& D, double alpha, at::Tensor& y) {
@@ -392,15 +432,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& theta, const at::Tensor
   const T* b = bias.data_ptr<T>();
   for (int64_t i = 0; i < D.T * D.d; ++i) abias[i] = static_cast<T>(alpha * static_cast<double>(b[i]));
   ForwardArgs<T> A{tab.geo, x.data_ptr<T>(), y.data_ptr<T>(), ids_ptr(ids), seed.data(), abias.data()};
-  const KernelTable<T>& K = kernels<T>();
-  const int64_t scratch = forward_scratch(tab.geo);
-  at::parallel_for(0, num_blocks(D.N), 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> buf(static_cast<size_t>(scratch));
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t n0 = blk * kBlockRows;
-      K.forward_block(A, n0, std::min(kBlockRows, D.N - n0), buf.data());
-    }
-  });
+  run_forward_blocks<T>(A, D.N);
 }
 
 template <typename T>
@@ -494,6 +526,77 @@ void backward_params_impl(const at::Tensor& x, const at::Tensor& dy, const at::T
 }
 
 // ------------------------------------------------------------------------------------------------
+// forward plans: the per-call set-up done once
+// ------------------------------------------------------------------------------------------------
+
+// Everything forward_cpu derives from (theta, bias, t, r, alpha) before it reads x -- interpolation
+// tables, the mixed and scaled seed, the scaled bias -- built once. A model whose seed bank has not
+// changed since (inference) then pays only the O(N) kernel per connector call: at small N the set-up
+// is most of forward_cpu's time. The plan copies what it needs; later changes to theta or bias do not
+// reach it (the caller rebuilds it when they change).
+class ForwardPlan {
+ public:
+  virtual ~ForwardPlan() = default;
+  virtual at::Tensor forward(const at::Tensor& x, const c10::optional<at::Tensor>& ids,
+                             const c10::optional<at::Tensor>& out) const = 0;
+};
+
+template <typename T>
+class ForwardPlanImpl final : public ForwardPlan {
+ public:
+  ForwardPlanImpl(const at::Tensor& theta, const at::Tensor& bias, double t, double alpha, const Dims& D)
+      : D_(D), tab_(D), dtype_(theta.scalar_type()) {
+    seed_ = forward_seed<T>(mixed_seed<T>(theta, D, hat_weights(t, D.K), alpha / static_cast<double>(D.g)), D,
+                            tab_.geo.qpad);
+    abias_.resize(static_cast<size_t>(D.T * D.d));
+    const T* b = bias.data_ptr<T>();
+    for (int64_t i = 0; i < D.T * D.d; ++i) abias_[i] = static_cast<T>(alpha * static_cast<double>(b[i]));
+  }
+  ForwardPlanImpl(const ForwardPlanImpl&) = delete;  // tab_.geo points into tab_'s own vectors
+  ForwardPlanImpl& operator=(const ForwardPlanImpl&) = delete;
+
+  at::Tensor forward(const at::Tensor& x, const c10::optional<at::Tensor>& ids,
+                     const c10::optional<at::Tensor>& out) const override {
+    const char* fn = "CpuForwardPlan.forward";
+    check_act(fn, "x", x);
+    TORCH_CHECK(x.scalar_type() == dtype_, fn, ": x must have the plan's dtype ", dtype_, ", got ",
+                x.scalar_type(), "; build the plan from parameters of x's dtype");
+    TORCH_CHECK(x.size(1) == D_.d, fn, ": x must have d=", D_.d, " columns (the plan's), got ", x.sizes());
+    check_ids(fn, ids, x.size(0), D_.T);
+    at::Tensor y = make_out(fn, "out", out, x.sizes(), x.scalar_type());
+    check_overlap(fn, x, y, out.has_value());
+    if (x.size(0) == 0) return y;
+    ForwardArgs<T> A{tab_.geo, x.data_ptr<T>(), y.data_ptr<T>(), ids_ptr(ids), seed_.data(), abias_.data()};
+    run_forward_blocks<T>(A, x.size(0));
+    return y;
+  }
+
+ private:
+  Dims D_;
+  Tables<T> tab_;
+  at::ScalarType dtype_;
+  std::vector<T> seed_, abias_;
+};
+
+std::shared_ptr<ForwardPlan> make_forward_plan(const at::Tensor& theta, const at::Tensor& bias, double t,
+                                               int64_t r, double alpha) {
+  const char* fn = "cpu_forward_plan";
+  check_cpu(fn, "theta", theta);
+  TORCH_CHECK(theta.scalar_type() == at::kFloat || theta.scalar_type() == at::kDouble, fn,
+              ": theta must be float32 or float64, got ", theta.scalar_type());
+  TORCH_CHECK(bias.dim() == 2, fn, ": bias must have shape (T, d), got ", bias.sizes());
+  // check_params reads N and d from an activation: a 0-row one of the right width and dtype (and 0 task
+  // ids, which any T accepts: the ids come with each forward call)
+  const at::Tensor probe = at::empty({0, bias.size(1)}, theta.options());
+  const Dims D = check_params(fn, "x", probe, theta, &bias, at::empty({0}, at::kLong), t, r, alpha);
+  std::shared_ptr<ForwardPlan> plan;
+  AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "cpu_forward_plan", [&] {
+    plan = std::make_shared<ForwardPlanImpl<scalar_t>>(theta, bias, t, alpha, D);
+  });
+  return plan;
+}
+
+// ------------------------------------------------------------------------------------------------
 // bindings
 // ------------------------------------------------------------------------------------------------
 
@@ -504,15 +607,7 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& theta, const at::T
   check_act(fn, "x", x);
   const Dims D = check_params(fn, "x", x, theta, &bias, ids, t, r, alpha);
   at::Tensor y = make_out(fn, "out", out, x.sizes(), x.scalar_type());
-  // out = x (in place) is allowed: each 64-row block is pooled before any of its rows is written and
-  // threads own disjoint blocks. Any other overlap would read rows already overwritten.
-  if (out.has_value() && y.data_ptr() != x.data_ptr()) {
-    const auto* xb = static_cast<const char*>(x.data_ptr());
-    const auto* yb = static_cast<const char*>(y.data_ptr());
-    const int64_t nbytes = x.numel() * static_cast<int64_t>(x.element_size());
-    TORCH_CHECK(yb + nbytes <= xb || xb + nbytes <= yb, fn,
-                ": out overlaps x without being x; pass out=x (in place) or a separate tensor");
-  }
+  check_overlap(fn, x, y, out.has_value());
   if (D.N == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "forward_cpu",
                              [&] { forward_impl<scalar_t>(x, theta, bias, ids, t, D, alpha, y); });
@@ -567,6 +662,13 @@ void register_cpu(pybind11::module_& m) {
         "Fused (dtheta, dbias) of the connector on CPU, deterministic token reduction", py::arg("x"), py::arg("dy"),
         py::arg("theta"), py::arg("ids"), py::arg("t"), py::arg("r"), py::arg("alpha"),
         py::arg("out_dtheta") = py::none(), py::arg("out_dbias") = py::none());
+  py::class_<cpu::ForwardPlan, std::shared_ptr<cpu::ForwardPlan>>(
+      m, "CpuForwardPlan", "A connector forward with its set-up done once (see cpu_forward_plan)")
+      .def("forward", &cpu::ForwardPlan::forward, py::arg("x"), py::arg("ids") = py::none(),
+           py::arg("out") = py::none(), "y = x + alpha (D(x) W + b) for x (N, d); out may be x (in place)");
+  m.def("cpu_forward_plan", &cpu::make_forward_plan,
+        "Prepare forward_cpu's set-up (tables, mixed seed, scaled bias) for theta (T, K, p, q), bias (T, d)",
+        py::arg("theta"), py::arg("bias"), py::arg("t"), py::arg("r"), py::arg("alpha"));
   m.def("cpu_isa", &cpu::get_isa, "The instruction-set variant the cpu kernels use: default, avx2 or avx512");
   m.def("cpu_set_isa", &cpu::set_isa, py::arg("name"),
         "Force the cpu kernels' instruction set ('auto', 'default', 'avx2', 'avx512'); returns the previous one");

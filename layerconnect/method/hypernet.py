@@ -13,6 +13,7 @@ import lc_kernels
 from lc_kernels import reference as ref
 
 from .config import Geometry, LayerConnectConfig
+from .runtime import FastPath, fast_path
 
 __all__ = ["LayerConnectHypernet"]
 
@@ -44,6 +45,8 @@ class LayerConnectHypernet(nn.Module):
         self.task_ids: Optional[Tensor] = None
         self.task_subset: Optional[Tensor] = None  # rows of the stack the current batch uses (see use_tasks)
         self._handles: List[object] = []  # forward hooks installed by add_connectors
+        self._fast: Optional[FastPath] = None  # decided at the first connector of each forward pass
+        self._backend_for: dict = {}  # (device, dtype) -> resolved backend name
 
     def extra_repr(self) -> str:
         g = self.geometry
@@ -79,8 +82,26 @@ class LayerConnectHypernet(nn.Module):
         return (self.inplace_inference and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
                 and h._base is None and lc_kernels.inplace_supported(h, self.backend))
 
+    def _resolved_backend(self, h: Tensor) -> str:
+        """``self.backend`` resolved for ``h``'s device and dtype, once per (device, dtype)."""
+        key = (h.device, h.dtype)
+        name = self._backend_for.get(key)
+        if name is None:
+            name = self._backend_for[key] = lc_kernels.resolve_backend(self.backend, h)
+        return name
+
     def connect(self, index: int, h: Tensor) -> Tensor:
-        """Apply connector ``index`` to hidden states ``h`` (..., d)."""
+        """Apply connector ``index`` to hidden states ``h`` (..., d).
+
+        Without autograd and outside ``torch.compile``, the first connector of a forward pass decides
+        the fast path for all of them (:mod:`layerconnect.method.runtime`); otherwise the public op runs.
+        """
+        if index == 0:
+            self._fast = fast_path(self, h)
+        if self._fast is not None:
+            y = self._fast.apply(index, h)
+            if y is not None:
+                return y
         g = self.geometry
         op = lc_kernels.connector_ if self._in_place(h) else lc_kernels.connector
         if self.num_tasks is None:

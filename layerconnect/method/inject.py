@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 
 import lc_kernels
@@ -158,8 +159,8 @@ def add_connectors(model: nn.Module, config: Optional[LayerConnectConfig] = None
     ref_param = next(model.parameters(), None)
     hn = LayerConnectHypernet(geom, backend=config.backend, num_tasks=num_tasks,
                               inplace_inference=config.inplace_inference, config=config)
-    if ref_param is not None:
-        hn.to(device=ref_param.device)
+    if ref_param is not None:  # float64 models get float64 connectors; half-precision ones keep float32 (the op's)
+        hn.to(device=ref_param.device, dtype=torch.float64 if ref_param.dtype == torch.float64 else None)
     model.add_module("layerconnect", hn)
     for index, pos in enumerate(geom.positions):
         module = parts.embeddings if pos == 0 else parts.layers[pos - 1]

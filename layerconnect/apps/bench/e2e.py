@@ -212,11 +212,49 @@ def _lc_backends(device: torch.device, dtype: torch.dtype, wanted: Optional[List
 # ---------------------------------------------------------------------------------------------
 
 
+MODES = ("eager", "compile", "cuda-graphs")
+
+
+def _modes(args, device) -> List[str]:
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise SystemExit(f"--modes: {m!r} is not one of {', '.join(MODES)}")
+        if m == "cuda-graphs" and device.type != "cuda":
+            raise SystemExit("--modes cuda-graphs needs a CUDA device (use --device cuda, or drop it on CPU)")
+    return modes or ["eager"]
+
+
+def _compiled(model, mode: str):
+    """``model`` in execution ``mode``: eager as is; compile = torch.compile(fullgraph=True); cuda-graphs =
+    torch.compile(mode='reduce-overhead') (CUDA graphs replay the whole forward)."""
+    if mode == "eager":
+        return model
+    if mode == "compile":
+        return torch.compile(model, fullgraph=True)
+    return torch.compile(model, mode="reduce-overhead", fullgraph=True)
+
+
+def _pairs(text: Optional[str]) -> Optional[List[Tuple[int, int]]]:
+    if text is None:
+        return None
+    out = []
+    for tok in text.split(","):
+        b, sep, s = tok.strip().lower().partition("x")
+        if not sep or not b.isdigit() or not s.isdigit() or int(b) < 1 or int(s) < 1:
+            raise SystemExit(f"--shapes: {tok!r} is not BATCHxLENGTH (e.g. 8x64)")
+        out.append((int(b), int(s)))
+    return out
+
+
 def _grid(args, device) -> Tuple[List[Tuple[str, int, int]], List[Dict[str, Any]]]:
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     batches = H.parse_int_list(args.batch, "--batch")
     seqs = H.parse_int_list(args.seq, "--seq")
-    explicit = models is not None or batches is not None or seqs is not None
+    pairs = _pairs(args.shapes)
+    if pairs is not None and (batches or seqs):
+        raise SystemExit("--shapes replaces --batch/--seq: give one or the other")
+    explicit = models is not None or batches is not None or seqs is not None or pairs is not None
     cpu = device.type == "cpu"
     if args.quick:
         models, batches, seqs = models or ["minilm"], batches or [1, 8], seqs or [64]
@@ -227,10 +265,11 @@ def _grid(args, device) -> Tuple[List[Tuple[str, int, int]], List[Dict[str, Any]
         if m not in MODELS:
             raise SystemExit(f"--models: {m!r} is not one of {', '.join(MODELS)}")
     shapes, skipped = [], []
+    combos = pairs or [(b, s) for b in batches for s in seqs]
     for m in models:
         cfg = model_config(m)
-        for b in batches:
-            for s in seqs:
+        for b, s in combos:
+            if True:
                 if s > cfg.max_position_embeddings:
                     skipped.append({"model": m, "batch": b, "seq": s,
                                     "reason": f"longer than the model's {cfg.max_position_embeddings} positions"})
@@ -248,7 +287,7 @@ def _repeats(args, device) -> int:
         return args.repeats
     if device.type == "cuda":
         return 20
-    explicit = args.models or args.batch or args.seq
+    explicit = args.models or args.batch or args.seq or args.shapes
     return 3 if (args.quick or not explicit) else 5
 
 
@@ -276,6 +315,43 @@ def _paired_overhead(samples: List[float], base: List[float]) -> Dict[str, float
     }
 
 
+def _time_shape(models, mname, batch, seq, cfg, mode, device, dtype, gen, rng, bar, trainable, warmup, repeats):
+    """Every variant at one shape in one execution mode, interleaved; overhead paired with the base."""
+    inputs = [_inputs(batch, seq, cfg.vocab_size, device, gen) for _ in range(2)]
+    checks = []
+    with torch.inference_mode():
+        ref_logits = models["base"](**inputs[0]).logits.float()
+        for k, mdl in models.items():
+            if k == "base":
+                continue
+            diff = float((mdl(**inputs[0]).logits.float() - ref_logits).abs().max())
+            checks.append({"model": mname, "batch": batch, "seq": seq, "mode": mode, "variant": k,
+                           "max_abs_logit_diff_vs_base": diff, "active": diff > 0})
+            if diff == 0:
+                warnings.warn(f"{k} on {mname}: logits identical to the base model's; the method is inactive")
+
+    def runner(mdl):
+        def run(i):
+            with torch.inference_mode():
+                return mdl(**inputs[i]).logits
+        return run
+
+    variants = [H.Variant(k, runner(v)) for k, v in models.items()]
+    stats = H.measure_interleaved(variants, device=device, n_buffers=len(inputs), warmup=warmup,
+                                  repeats=repeats, min_sample_s=0.0, rng=rng, on_sample=lambda _n: bar.update(1))
+    base_s = stats["base"].samples
+    rows = []
+    for k, st in stats.items():
+        row = {"model": mname, "batch": batch, "seq": seq, "tokens": batch * seq, "variant": k, "mode": mode,
+               "trainable_params": trainable.get(k, 0), "compiled": mode != "eager",
+               "dtype": str(dtype).replace("torch.", ""),
+               "seq_per_s": batch / st.median, "tokens_per_s": batch * seq / st.median}
+        row.update(st.as_dict())
+        row.update(_paired_overhead(st.samples, base_s))
+        rows.append(row)
+    return rows, checks
+
+
 def measure_latency(args, device, dtype, bar, rng, gen, backends, methods):
     shapes, skipped = _grid(args, device)
     repeats = _repeats(args, device)
@@ -300,41 +376,14 @@ def measure_latency(args, device, dtype, bar, rng, gen, backends, methods):
                     models[key], trainable[key] = make_variant(base, meth, be)
                 except ImportError as exc:
                     skipped.append({"model": mname, "variant": key, "reason": f"not importable: {exc}"})
-        if args.torch_compile:
-            models = {k: torch.compile(v) for k, v in models.items()}
-        for batch, seq in bs:
-            bar.set_description_str(f"{mname} b={batch} s={seq}")
-            inputs = [_inputs(batch, seq, cfg.vocab_size, device, gen) for _ in range(2)]
-            with torch.inference_mode():
-                ref_logits = models["base"](**inputs[0]).logits.float()
-                for k, mdl in models.items():
-                    if k == "base":
-                        continue
-                    diff = float((mdl(**inputs[0]).logits.float() - ref_logits).abs().max())
-                    checks.append({"model": mname, "batch": batch, "seq": seq, "variant": k,
-                                   "max_abs_logit_diff_vs_base": diff, "active": diff > 0})
-                    if diff == 0:
-                        warnings.warn(f"{k} on {mname}: logits identical to the base model's; the method is inactive")
-
-            def runner(mdl):
-                def run(i):
-                    with torch.inference_mode():
-                        return mdl(**inputs[i]).logits
-                return run
-
-            variants = [H.Variant(k, runner(v)) for k, v in models.items()]
-            stats = H.measure_interleaved(variants, device=device, n_buffers=len(inputs), warmup=warmup,
-                                          repeats=repeats, min_sample_s=0.0, rng=rng,
-                                          on_sample=lambda _n: bar.update(1))
-            base_s = stats["base"].samples
-            for k, st in stats.items():
-                row = {"model": mname, "batch": batch, "seq": seq, "tokens": batch * seq, "variant": k,
-                       "trainable_params": trainable.get(k, 0), "compiled": bool(args.torch_compile),
-                       "dtype": str(dtype).replace("torch.", ""),
-                       "seq_per_s": batch / st.median, "tokens_per_s": batch * seq / st.median}
-                row.update(st.as_dict())
-                row.update(_paired_overhead(st.samples, base_s))
-                results.append(row)
+        for mode in _modes(args, device):
+            compiled = {k: _compiled(v, mode) for k, v in models.items()}
+            for batch, seq in bs:
+                bar.set_description_str(f"{mname} b={batch} s={seq} {mode}")
+                rows, chk = _time_shape(compiled, mname, batch, seq, cfg, mode, device, dtype, gen, rng, bar,
+                                        trainable, warmup, repeats)
+                results += rows
+                checks += chk
         del models, base
     return shapes, skipped, checks, results, repeats, warmup
 
@@ -553,7 +602,7 @@ def run(args) -> Dict[str, Any]:
     out["config"] = {
         "device": device.type, "dtype": str(dtype).replace("torch.", ""), "methods": methods,
         "backends": backends, "repeats": repeats, "warmup": warmup, "seed": seed,
-        "torch_compile": bool(args.torch_compile), "argv": sys.argv[1:],
+        "modes": args.modes, "argv": sys.argv[1:],
     }
     out["headline"] = _headline(out.get("results", []), device)
     return out
@@ -562,7 +611,7 @@ def run(args) -> Dict[str, Any]:
 def _headline(results, device) -> Optional[Dict[str, Any]]:
     """The acceptance figure: LayerConnect's overhead < Houlsby's / 3 and <= Pfeiffer's (CPU)."""
     sel = {r["variant"]: r for r in results if r["model"] == HEADLINE["model"]
-           and r["batch"] == HEADLINE["batch"] and r["seq"] == HEADLINE["seq"] and not r["compiled"]}
+           and r["batch"] == HEADLINE["batch"] and r["seq"] == HEADLINE["seq"] and r["mode"] == "eager"}
     if "houlsby" not in sel or "pfeiffer" not in sel:
         return None
     lc = {k: v["overhead_pct"] for k, v in sel.items() if k.startswith("lc:")}
@@ -583,17 +632,17 @@ def format_results(res: Dict[str, Any]) -> str:
     lines = [f"e2e benchmark  {cfg['device']} {cfg['dtype']}  "
              f"{env['cpu_model'] if cfg['device'] == 'cpu' else env.get('gpu')}  torch {env['torch']}  "
              f"threads {env['torch_threads']}  {env['date_utc']} UTC  load {env['loadavg_1_5_15']}"
-             + ("  torch.compile" if cfg["torch_compile"] else "")]
+             + f"  modes {cfg.get('modes', 'eager')}"]
     if res.get("results"):
         rows = []
         for r in res["results"]:
             over = "" if r["variant"] == "base" else (
                 f"{r['overhead_pct']:+.2f}% [{r['overhead_q1_pct']:+.1f},{r['overhead_q3_pct']:+.1f}]")
-            rows.append([f"{r['model']} b={r['batch']} s={r['seq']}", r["variant"], f"{r['median_ms']:.1f}",
-                         f"{r['q1_ms']:.1f}-{r['q3_ms']:.1f}", f"{r['seq_per_s']:.1f}", over,
+            rows.append([f"{r['model']} b={r['batch']} s={r['seq']}", r["mode"], r["variant"], f"{r['median_ms']:.2f}",
+                         f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f}", f"{r['seq_per_s']:.1f}", over,
                          f"{r['trainable_params']:,}"])
         lines.append(H.format_table(
-            ["shape", "variant", "median ms", "IQR ms", "seq/s", "overhead vs base [IQR]", "trainable"], rows))
+            ["shape", "mode", "variant", "median ms", "IQR ms", "seq/s", "overhead vs base [IQR]", "trainable"], rows))
     for c in res.get("checks", []):
         if not c["active"]:
             lines.append(f"INACTIVE (logits equal the base's): {c}")
@@ -630,7 +679,7 @@ def plot(res: Dict[str, Any], path) -> None:
 
     shapes = []
     for r in res["results"]:
-        key = (r["model"], r["batch"], r["seq"])
+        key = (r["model"], r["batch"], r["seq"], r.get("mode", "eager"))
         if key not in shapes:
             shapes.append(key)
     variants = [v for v in dict.fromkeys(r["variant"] for r in res["results"]) if v != "base"]
@@ -641,11 +690,12 @@ def plot(res: Dict[str, Any], path) -> None:
     for j, v in enumerate(variants):
         ys = []
         for key in shapes:
-            r = next((r for r in res["results"] if (r["model"], r["batch"], r["seq"]) == key and r["variant"] == v), None)
+            r = next((r for r in res["results"] if (r["model"], r["batch"], r["seq"], r.get("mode", "eager")) == key
+                      and r["variant"] == v), None)
             ys.append(float("nan") if r is None else r["overhead_pct"])
         ax.bar([i + j * width for i in range(len(shapes))], ys, width, label=v)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
-    ax.set_xticklabels([f"{m}\nb={b} s={s}" for m, b, s in shapes], fontsize=7)
+    ax.set_xticklabels([f"{m}\nb={b} s={s}\n{mode}" for m, b, s, mode in shapes], fontsize=7)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel("latency overhead over base (%)")
     env = res["env"]

@@ -69,7 +69,11 @@ class E2EBenchOptions(BenchOptions):
     methods: Optional[str] = option(None, "comma-separated, from base, houlsby, pfeiffer, lora, lora-merged, "
                                           "layerconnect, layerconnect-oop (default: all but layerconnect-oop; "
                                           "base is always timed)", group=E2E)
-    torch_compile: bool = option(False, "time torch.compile(model) for every variant", group=E2E)
+    shapes: Optional[str] = option(None, "explicit batch x length pairs instead of the --batch/--seq grid, e.g. "
+                                         "1x16,8x64,32x128 (the serving shapes)", group=E2E)
+    modes: str = option("eager", "comma-separated execution modes, each timed against the bare model in the same "
+                                 "mode: eager, compile (torch.compile fullgraph), cuda-graphs (torch.compile "
+                                 "mode='reduce-overhead', CUDA only)", group=E2E)
     memory: bool = option(False, "also measure one training step's peak memory and saved activations per method",
                           group=E2E)
     memory_only: bool = option(False, "only the memory measurement", group=E2E)
