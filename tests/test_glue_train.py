@@ -226,10 +226,13 @@ def test_resume_after_interrupt_reaches_the_uninterrupted_weights(tiny, tmp_path
     monkeypatch.setattr(glue_run, "callbacks", orig)
     with pytest.raises(ValueError, match="already holds checkpoints.*--resume"):
         train(_cfg(tiny, tmp_path / "cut", **kw))
+    stale = tmp_path / "cut" / "checkpoint-2" / ".tmp-killed-save.safetensors"  # what a kill -9 mid-save leaves
+    stale.write_bytes(b"half a file")
     with pytest.raises(ValueError, match="different run"):
         train(_cfg(tiny, tmp_path / "cut", resume=True, max_steps=6, save_steps=3, lr=5e-3))
     resumed = train(_cfg(tiny, tmp_path / "cut", resume=True, **kw))
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["global_steps"] == 6
+    assert not stale.exists(), "a killed save's temporary file was left behind"
     a = _tensors(str(tmp_path / "full" / "checkpoint-6"))
     b = _tensors(str(tmp_path / "cut" / "checkpoint-6"))
     assert set(a) == set(b)

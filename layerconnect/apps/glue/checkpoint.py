@@ -104,6 +104,7 @@ def check_output_dir(output_dir: str, run: dict, resume: bool, overwrite: bool) 
     Refused: checkpoints present without ``resume``; ``resume`` onto a different run; a finished run
     (``metrics.json`` present) without ``overwrite``, even when its checkpoints were removed.
     """
+    _remove_stale_temporaries(output_dir)
     existing = find_resume_checkpoint(output_dir)
     finished = os.path.isfile(os.path.join(output_dir, METRICS_FILE))
     if finished and not overwrite:
@@ -126,6 +127,17 @@ def check_output_dir(output_dir: str, run: dict, resume: bool, overwrite: bool) 
         raise ValueError(f"--output-dir {output_dir} already holds checkpoints ({existing}); pass --resume to "
                          "continue that run, --overwrite to replace it, or choose an empty --output-dir")
     return None
+
+
+def _remove_stale_temporaries(output_dir: str) -> None:
+    """``.tmp-*`` files a killed save left in the run folder (one run writes a folder at a time)."""
+    import shutil
+
+    for root, dirs, files in os.walk(output_dir):
+        for name in files + dirs:
+            if name.startswith(".tmp-"):
+                full = os.path.join(root, name)
+                shutil.rmtree(full, ignore_errors=True) if os.path.isdir(full) else os.unlink(full)
 
 
 def _clear_run(output_dir: str) -> None:
