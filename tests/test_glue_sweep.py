@@ -1,0 +1,86 @@
+"""The GLUE sweep's decisions (protocol v3) on made-up results: what is chosen is chosen on the held-out
+selection score only (dev never), collapsed runs cannot win and extend the grid, and the gap's bootstrap
+interval behaves."""
+import importlib.util
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("glue_sweep", os.path.join(REPO, "benchmarks", "glue_sweep.py"))
+gs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gs)
+
+
+def _done(results, s, sel, dev, collapsed=False):
+    results["runs"][s["id"]] = {"spec": s, "status": "done", "selection_score": sel, "score": dev,
+                                "collapsed": collapsed, "final_train_loss": 0.3, "constant_train_loss": 0.6,
+                                "majority_dev_score": 0.0, "trainable_params": 1, "head_params": 1}
+
+
+def _finish_screens(results, readout_sel, variant_sel):
+    specs, chosen, _ = gs.readout_screen(results)
+    for s in specs:
+        _done(results, s, readout_sel[s["pooling"]], dev=100.0 - readout_sel[s["pooling"]])
+    specs, chosen, _ = gs.readout_screen(results)
+    vspecs, _, _ = gs.variant_screen(results, chosen)
+    for s in vspecs:
+        name = next(k for k, o in gs.LC_VARIANTS.items() if o == s["options"])
+        if gs._done(results, s) is None:
+            _done(results, s, variant_sel[name], dev=0.0)
+    return chosen
+
+
+def test_choices_use_the_selection_score_never_dev():
+    results = {"runs": {}}
+    specs, ch = gs.plan(results)
+    assert ch["readout"] is None and all(s["stage"] == "screen" for s in specs)
+    # dev prefers "mean" (see _finish_screens: dev = 100 - selection), selection prefers "cls"
+    chosen = _finish_screens(results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0},
+                             {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0})
+    assert chosen == "cls"
+    specs, ch = gs.plan(results)
+    assert ch["readout"] == "cls"
+    # the "all" variant's runs came from the readout screen, so its held-out score is the readout screen's
+    assert ch["variant"] == "all" and ch["variant_scores"]["all"] == 70.0
+    grid = [s for s in specs if s["stage"] == "grid"]
+    # the screen runs at the chosen readout (LayerConnect 1e-2, Houlsby 1e-3 on CoLA and MRPC) are reused
+    assert len(grid) == 2 * 3 * len(gs.TASKS) - 4
+    assert all(s["pooling"] == "cls" for s in grid)
+
+
+def test_collapsed_runs_cannot_win_and_extend_the_grid_once():
+    results = {"runs": {}}
+    specs, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
+    assert [s["lr"] for s in specs] == gs.LR_GRID["houlsby"] and lr is None
+    for s, sel in zip(specs, (55.0, 70.0, 60.0)):
+        _done(results, s, sel, dev=0.0, collapsed=(s["lr"] == 1e-3))
+    _, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
+    assert lr == 3e-3  # 1e-3 scored best but collapsed
+    results = {"runs": {}}
+    specs, _ = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
+    for s in specs:
+        _done(results, s, 50.0, dev=0.0, collapsed=True)
+    specs, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
+    assert [s["lr"] for s in specs][-1] == pytest.approx(gs.LR_GRID["houlsby"][0] / 3) and lr is None
+    _done(results, specs[-1], 40.0, dev=0.0, collapsed=False)
+    _, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
+    assert lr == pytest.approx(1e-4)
+
+
+def test_bootstrap_interval():
+    a = {"x": [60.0, 62.0, 61.0], "y": [70.0, 71.0, 69.0]}
+    b = {"x": [58.0, 59.0, 60.0], "y": [72.0, 73.0, 71.0]}
+    gap, ci = gs.bootstrap_gap(a, b)
+    assert gap == pytest.approx(((61 - 59) + (70 - 72)) / 2)
+    assert ci[0] < gap < ci[1] and ci[1] - ci[0] < 4
+    gap1, ci1 = gs.bootstrap_gap({"x": [60.0]}, {"x": [58.0, 59.0]})
+    assert gap1 == pytest.approx(1.5) and ci1 is None
+
+
+def test_commands_are_reproducible_and_relative():
+    s = gs.spec("grid", "cola", "layerconnect", 1e-2, options=gs.LC_VARIANTS["all+LN"])
+    argv = gs.train_argv(s, os.path.join("..", "shared", "glue"), os.path.join("runs", "x"), 1)
+    assert argv[:4] == ["layerconnect", "train", "--task", "cola"] and "--train-layernorm" in argv
+    assert "--epochs" in argv and argv[argv.index("--epochs") + 1] == str(gs.EPOCHS["cola"])
+    assert not any(a.startswith("/") for a in argv)
