@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one script to run on a GPU machine: builds the extension with CUDA, takes the hardware
 # ceilings (device copy bandwidth, bf16 matmul rate, the connector at the default geometry), runs
-# the GPU-marked tests (compiled Triton and the CUDA backend), the connector and end-to-end
+# the GPU-marked tests (compiled Triton and the CUDA backend), a CUDA-backend triage step (the
+# bad-input call that crashed the H200 run, alone, under gdb and compute-sanitizer), the connector and end-to-end
 # benchmarks on the acceptance shapes, then the kernel-level test files. Every step runs under
 # `timeout`, sized from what is left of LC_GPU_CHECK_LIMIT_S (default 540 s), most valuable first.
 #
@@ -9,7 +10,7 @@
 #
 # OUT_DIR receives three files (the device tool brings back at most 8): summary.txt (the table,
 # also printed last), gpu_check.tgz (every log and the benchmarks' JSON/PNG: env.txt, build.log,
-# extension.log, ceilings.json, pytest_*.log, bench_*.log, connector.json, e2e.json) and
+# extension.log, ceilings.json, pytest_*.log, cuda_triage.log, bench_*.log, connector.json, e2e.json) and
 # ceilings.json. The archive is written on any exit, so a step that hangs loses nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -1,8 +1,12 @@
 // CUDA kernels of the LayerConnect connector (SPEC.md §5) and their launchers. Torch-free: the
-// plain C++ API is in connector_api.h, the shared index arithmetic in connector_kernels.cuh.
+// plain C++ API is in connector_api.h, the shared index arithmetic and launch planning in
+// connector_kernels.cuh.
 //
-// Storage types T: half, bfloat16, float, double. Accumulation type A: float (double for double).
-// Seeds, biases and gradients of the parameters are in A. All row offsets are int64.
+// float16 / bfloat16 run on tensor cores: the persistent kernels of tc_kernels.cuh (W built once
+// per CTA in shared memory, WMMA), launched by launch_tc_* below. float32 / float64 run on the
+// CUDA-core kernels of this file, described here: storage type T float or double, accumulation
+// type A the same. Seeds, biases and gradients of the parameters are in A. All row offsets are
+// int64.
 //
 // ---- forward: y = x + alpha ((z R) B^T + b), one launch --------------------------------------
 // Grid: one block of 256 threads per BM = 16*TM rows (BM in {64, 32, 16}, chosen by shared
@@ -33,9 +37,9 @@
 // 2. reduce kernel: each output element sums the chunk partials in a fixed order, applies alpha
 //    and writes every anchor k: dTheta_k = h_k(t) alpha dS, db = alpha sum. Deterministic.
 //
-// Without a GPU these kernels are exercised by tests/emu_test.cpp, which compiles this file with
+// Without a GPU all kernels are exercised by tests/emu_test.cpp, which compiles this file with
 // g++ under a small SIMT emulator (LC_SIMT_EMULATION hides the launchers) and compares every
-// output with a dense float64 connector.
+// output with a float64 connector.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -732,6 +736,28 @@ Status no_fit(const char* what, const Geometry& g, size_t optin) {
               what, g.d, g.r, g.q, optin);
 }
 
+// Plans a persistent launch of `kernel`, then lowers the CTAs per SM to what the kernel's
+// registers allow (the planner only sees shared memory), so the grid stays resident in one wave.
+template <typename Kernel>
+Status plan_tc_launch(Kernel kernel, bool dx, const Geometry& g, const DeviceLimits& lim, const char* what,
+                      TcRowPlan* pl) {
+  DeviceBudget budget = lim.budget();
+  if (!plan_tc_rows(dx, g.n, g.d, g.r, g.q, budget, kTcThreads / 32, pl)) return no_fit(what, g, lim.smem_optin);
+  Status st = allow_smem(kernel, pl->L.smem_bytes, what);
+  if (st.code) return st;
+  int occ = 0;
+  const cudaError_t err =
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, 32 * pl->warps, pl->L.smem_bytes);
+  if (err != cudaSuccess) return fail(int(err), "%s: occupancy query failed: %s", what, cudaGetErrorString(err));
+  if (occ < 1) return fail(-1, "%s: no block of %d threads with %zu bytes of shared memory fits an SM", what,
+                           32 * pl->warps, pl->L.smem_bytes);
+  if (occ < budget.max_blocks_per_sm) {
+    budget.max_blocks_per_sm = occ;
+    plan_tc_rows(dx, g.n, g.d, g.r, g.q, budget, kTcThreads / 32, pl);  // same layout, fewer groups
+  }
+  return ok_status();
+}
+
 template <typename T>
 Status launch_tc_forward(const T* x, const float* theta, const float* bias, const int64_t* ids, T* y,
                          const Geometry& g, double t, double alpha, cudaStream_t stream) {
@@ -739,13 +765,11 @@ Status launch_tc_forward(const T* x, const float* theta, const float* bias, cons
   DeviceLimits lim;
   Status st = tensor_core_limits(&lim);
   if (st.code) return st;
-  TcRowPlan pl;
-  if (!plan_tc_rows(false, g.n, g.d, g.r, g.q, lim.budget(), kTcThreads / 32, &pl))
-    return no_fit("tc_forward_kernel", g, lim.smem_optin);
-  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(x) && aligned16(y) && aligned16(bias);
   auto kernel = tc::tc_forward_kernel<T>;
-  st = allow_smem(kernel, pl.L.smem_bytes, "tc_forward_kernel");
+  TcRowPlan pl;
+  st = plan_tc_launch(kernel, false, g, lim, "tc_forward_kernel", &pl);
   if (st.code) return st;
+  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(x) && aligned16(y) && aligned16(bias);
   kernel<<<unsigned(pl.ctas), unsigned(32 * pl.warps), pl.L.smem_bytes, stream>>>(x, theta, bias, ids, y, g, pl, hat_pair(t, g.K),
                                                                       float(alpha), packed);
   return check_launch("tc_forward_kernel");
@@ -758,13 +782,11 @@ Status launch_tc_backward_dx(const T* dy, const float* theta, const int64_t* ids
   DeviceLimits lim;
   Status st = tensor_core_limits(&lim);
   if (st.code) return st;
-  TcRowPlan pl;
-  if (!plan_tc_rows(true, g.n, g.d, g.r, g.q, lim.budget(), kTcThreads / 32, &pl))
-    return no_fit("tc_backward_dx_kernel", g, lim.smem_optin);
-  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(dy) && aligned16(dx);
   auto kernel = tc::tc_backward_dx_kernel<T>;
-  st = allow_smem(kernel, pl.L.smem_bytes, "tc_backward_dx_kernel");
+  TcRowPlan pl;
+  st = plan_tc_launch(kernel, true, g, lim, "tc_backward_dx_kernel", &pl);
   if (st.code) return st;
+  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(dy) && aligned16(dx);
   kernel<<<unsigned(pl.ctas), unsigned(32 * pl.warps), pl.L.smem_bytes, stream>>>(dy, theta, ids, dx, g, pl, hat_pair(t, g.K),
                                                                       float(alpha), packed);
   return check_launch("tc_backward_dx_kernel");

@@ -359,6 +359,7 @@ constexpr int kDxChunkCols = 128;       // dx: columns of dy staged in shared me
 constexpr int kDxMaxSliceRows = 128;    // dx: rows of W per panel (8 accumulator tiles per warp)
 constexpr int kParamsMaxMTiles = 8;     // params: accumulator tiles per warp (rows of dW per pass / 16)
 constexpr int kParamsMaxChunkRows = 1024;
+constexpr int kParamsStages = 4;        // params: dy stage buffers (cp.async copies of 3 steps in flight)
 constexpr int64_t kTcMaxWorkspaceFloats = int64_t(1) << 25;  // 128 MiB of fp32 partials
 constexpr size_t kSmemAlign = 128;
 
@@ -371,6 +372,7 @@ struct DeviceBudget {
   size_t smem_optin;
   size_t smem_per_sm;
   int num_sms;
+  int max_blocks_per_sm = 2;  // the launchers lower it to the kernel's occupancy (its registers)
 };
 
 // Seed columns c that the output columns [j0, j0 + cols) interpolate from span at most this many
@@ -491,6 +493,7 @@ LC_HD bool plan_tc_rows(bool dx, int64_t n, int d, int r, int q, const DeviceBud
   pl.warps = warps;
   pl.tiles = ceil_div(n, kMmaTile);
   size_t per_sm = dev.smem_per_sm / (L.smem_bytes + 1024);  // 1 KB per block is reserved by the hardware
+  if (per_sm > size_t(dev.max_blocks_per_sm)) per_sm = size_t(dev.max_blocks_per_sm);
   if (per_sm > 2) per_sm = 2;
   if (per_sm < 1) per_sm = 1;
   int64_t groups = int64_t(dev.num_sms) * int64_t(per_sm) / L.slices;
@@ -509,7 +512,7 @@ LC_HD bool plan_tc_rows(bool dx, int64_t n, int d, int r, int q, const DeviceBud
 // A CTA pools chunk_rows tokens at a time into shared memory (z, ones column, zero padding to
 // m_pad = r + 1 rounded up to 16), then walks the columns of dW in passes of 16 x warps (each warp
 // one 16-column strip and up to kParamsMaxMTiles 16-row tiles of dW in registers) over the pooled
-// tokens, 16 at a time, with dy staged in a double buffer. A chunk longer than chunk_rows adds its
+// tokens, 16 at a time, with dy staged through kParamsStages buffers (cp.async). A chunk longer than chunk_rows adds its
 // further sub-chunks into the slot it wrote (same warp, same elements). Flags mark which
 // (task, chunk) slots were written; the reduction skips the others.
 struct TcParamsPlan {
@@ -532,7 +535,7 @@ LC_HD bool plan_tc_params(int64_t n, int d, int r, int T, const DeviceBudget& de
   pl.zpitch = pl.m_pad + 8;
   pl.spitch = kMmaTile * warps + 8;
   pl.stage_bytes = align_smem(size_t(kMmaTile) * pl.spitch * 2);
-  const size_t fixed = 2 * pl.stage_bytes + kSmemAlign;
+  const size_t fixed = size_t(kParamsStages) * pl.stage_bytes + kSmemAlign;
   if (dev.smem_optin < fixed + align_smem(size_t(kMmaTile) * pl.zpitch * 2)) return false;
   int64_t ch = int64_t((dev.smem_optin - fixed) / (size_t(pl.zpitch) * 2));
   ch = ch / kMmaTile * kMmaTile;

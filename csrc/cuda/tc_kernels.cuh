@@ -27,7 +27,8 @@
 // 1. partial kernel, one CTA per token chunk: for every task present in the chunk, pool the
 //    chunk's rows of that task (other rows zero) into u = [z | 1 | 0] (tokens x m_pad) in shared
 //    memory and accumulate u^T dy over the tokens on tensor cores into a fixed fp32 slot
-//    (task, chunk): rows 0..r-1 are dW, row r is db (the ones column). x and dy are read once.
+//    (task, chunk): rows 0..r-1 are dW, row r is db (the ones column). dy streams through a
+//    4-stage cp.async pipeline (16 tokens x 128 columns per stage). x and dy are read once.
 // 2. reduce kernel: every dTheta[tau, k, c] sums, over the slots in chunk order, the dW entries
 //    that interpolate from seed (k, c) with their bilinear weights (the adjoint gathers), scales
 //    by alpha and the hat weights; db sums row r. No atomics: bitwise identical run to run.
@@ -35,6 +36,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 
@@ -477,34 +479,31 @@ __global__ void __launch_bounds__(kTcThreads, 1)
 // ------------------------------------------------------------------------------------------
 // backward params: partial kernel (tensor cores) and reduction
 // ------------------------------------------------------------------------------------------
-// Stages dy rows [row0, row0 + 16) x columns [col0, col0 + 16 x warps) of task tau (zero for
-// other rows, rows past row_end and columns past d): on the packed path each thread holds one
-// 16-byte pack in `pf` (load now, store later), else it writes its 8 scalars directly.
+// Stages dy rows [row0, row0 + 16) x columns [col0, col0 + 16 x warps) of task tau into `stage`
+// (zero for other rows, rows past row_end and columns past d). Each thread moves one 16-byte pack:
+// on the packed path with cp.async (it lands by the __pipeline_wait_prior covering this group),
+// zeros and the scalar path with plain shared-memory stores.
 template <typename T>
-__device__ __forceinline__ void load_dy_step(uint4& pf, const T* __restrict__ dy, const int64_t* __restrict__ ids,
-                                             int64_t row0, int64_t row_end, int tau, int col0, const Geometry& g,
-                                             bool packed, T* stage, int spitch) {
+__device__ __forceinline__ void stage_dy_step(const T* __restrict__ dy, const int64_t* __restrict__ ids, int64_t row0,
+                                              int64_t row_end, int tau, int col0, const Geometry& g, bool packed,
+                                              T* stage, int spitch) {
   constexpr int V = Pack<T>::kWidth;
   const int ppr = 2 * (blockDim.x / 32);  // packs per staged row: 16 x warps columns / 8
   const int m = threadIdx.x / ppr, cp = (threadIdx.x - m * ppr) * V;
   const int64_t row = row0 + m;
   const bool row_live = row < row_end && (ids == nullptr || ids[row] == tau);
   const int col = col0 + cp;
+  T* dst = stage + m * spitch + cp;
   if (packed) {
-    pf = (row_live && col < g.d) ? ld16(dy + row * g.d + col) : zero16();
+    if (row_live && col < g.d)
+      __pipeline_memcpy_async(dst, dy + row * g.d + col, 16);
+    else
+      st16(dst, zero16());
   } else {
 #pragma unroll
     for (int k = 0; k < V; ++k)
-      stage[m * spitch + cp + k] = (row_live && col + k < g.d) ? dy[row * g.d + col + k] : Conv<T>::from(0.f);
+      dst[k] = (row_live && col + k < g.d) ? dy[row * g.d + col + k] : Conv<T>::from(0.f);
   }
-}
-
-template <typename T>
-__device__ __forceinline__ void store_dy_step(const uint4& pf, T* stage, int spitch) {
-  constexpr int V = Pack<T>::kWidth;
-  const int ppr = 2 * (blockDim.x / 32);
-  const int m = threadIdx.x / ppr, cp = (threadIdx.x - m * ppr) * V;
-  st16(stage + m * spitch + cp, pf);
 }
 
 template <typename T>
@@ -518,8 +517,8 @@ __global__ void __launch_bounds__(kTcThreads, 1)
   const int64_t rb = int64_t(chunk) * pl.rows_per_chunk, re = min(g.n, rb + pl.rows_per_chunk);
   T* zc = reinterpret_cast<T*>(tc_smem);
   T* const stage0 = reinterpret_cast<T*>(tc_smem + pl.z_bytes);
-  const size_t stage_elems = pl.stage_bytes / sizeof(T);  // second buffer right after the first
-  int* slot = reinterpret_cast<int*>(tc_smem + pl.z_bytes + 2 * pl.stage_bytes);
+  const int stage_elems = int(pl.stage_bytes / sizeof(T));  // kParamsStages buffers back to back
+  int* slot = reinterpret_cast<int*>(tc_smem + pl.z_bytes + kParamsStages * pl.stage_bytes);
   const int pass_cols = kMmaTile * warps;
 
   int tau = -1;
@@ -551,16 +550,24 @@ __global__ void __launch_bounds__(kTcThreads, 1)
               wmma::load_matrix_sync(acc[f], out + size_t(m0 + f * kMmaTile) * pl.d_pad + col, pl.d_pad,
                                      wmma::mem_row_major);
           }
-          uint4 pf;
-          load_dy_step<T>(pf, dy, ids, sb, re, tau, col0, g, packed, stage0, pl.spitch);
-          if (packed) store_dy_step<T>(pf, stage0, pl.spitch);
-          __syncthreads();
+          // dy of 16 tokens per step through kParamsStages buffers: the copies of the next
+          // kParamsStages - 1 steps are in flight while a step's MMAs run (one group per step)
+          for (int s = 0; s < kParamsStages - 1; ++s) {
+            if (s < ksteps)
+              stage_dy_step<T>(dy, ids, sb + s * kMmaTile, re, tau, col0, g, packed, stage0 + s * stage_elems,
+                               pl.spitch);
+            __pipeline_commit();
+          }
           for (int ks = 0; ks < ksteps; ++ks) {
-            T* cur = stage0 + (ks & 1) * stage_elems;
-            T* nxt = stage0 + ((ks + 1) & 1) * stage_elems;
-            const bool more = ks + 1 < ksteps;
-            if (more) load_dy_step<T>(pf, dy, ids, sb + (ks + 1) * kMmaTile, re, tau, col0, g, packed, nxt, pl.spitch);
+            __pipeline_wait_prior(kParamsStages - 2);  // this thread's copies of step ks have landed,
+            __syncthreads();                           // everyone's too; buffer (ks - 1) % S is free
+            const int ahead = ks + kParamsStages - 1;
+            if (ahead < ksteps)
+              stage_dy_step<T>(dy, ids, sb + int64_t(ahead) * kMmaTile, re, tau, col0, g, packed,
+                               stage0 + (ahead % kParamsStages) * stage_elems, pl.spitch);
+            __pipeline_commit();
             if (mine) {
+              const T* cur = stage0 + (ks % kParamsStages) * stage_elems;
               FragB<T> b;
               wmma::load_matrix_sync(b, cur + warp * kMmaTile, pl.spitch);
 #pragma unroll
@@ -572,9 +579,8 @@ __global__ void __launch_bounds__(kTcThreads, 1)
                 }
               }
             }
-            if (more && packed) store_dy_step<T>(pf, nxt, pl.spitch);
-            __syncthreads();
           }
+          __syncthreads();  // the next pass refills the stage buffers
           if (mine) {
 #pragma unroll
             for (int f = 0; f < kParamsMaxMTiles; ++f)

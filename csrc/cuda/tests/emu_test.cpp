@@ -479,7 +479,7 @@ static void run_tc_suite(bool quick) {
       {"SPEC d=1024, N=1, scalar paths", {1, 1024, 128, 128, 512, 2, 1}, kH100, 4, false, 0.25, 1.0},
       {"SPEC d=4096, N=17", {17, 4096, 512, 512, 2048, 2, 1}, kH100, 4, true, 0.9, 1.0},
       {"SPEC d=4096, N=1", {1, 4096, 512, 512, 2048, 2, 1}, kH100, 4, true, 0.1, 1.0},
-      {"tight smem: panels, sub-chunks", {2000, 384, 48, 48, 192, 2, 2}, kTight, 4, true, 0.4, 1.2},
+      {"tight smem: sub-chunks (RMW slots)", {2000, 384, 48, 48, 192, 2, 2}, kTight, 4, true, 0.4, 1.2},
   };
   std::printf("tensor-core kernels under the WMMA emulation (err/bound <= 1 passes):\n");
   uint64_t seed = 900;

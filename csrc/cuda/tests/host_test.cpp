@@ -488,7 +488,8 @@ static void print_plans() {
     const char* name;
     DeviceBudget b;
   } devs[] = {{"H100/H200", {227 * 1024, 228 * 1024, 132}}, {"A100", {163 * 1024, 164 * 1024, 108}}};
-  std::printf("plans at SPEC defaults (r = d/8, q = d/2), N = 262144, 8 warps per CTA:\n");
+  std::printf("plans at SPEC defaults (r = d/8, q = d/2), N = 262144, 8 warps per CTA (CTAs/SM: by shared memory;\n"
+              "the launchers lower it to the kernel's register occupancy, 1 for 256 threads at 150-210 registers):\n");
   std::printf("  %-10s %-5s %-6s %7s %8s %6s %6s %9s %10s\n", "device", "d", "kernel", "panels", "panel", "warps",
               "CTAs", "smem/CTA", "CTAs/SM");
   for (const Dev& dv : devs)

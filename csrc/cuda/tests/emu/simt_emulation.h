@@ -71,6 +71,19 @@ struct Block {
   unsigned current = 0;
 };
 inline Block* block = nullptr;
+
+// Asynchronous global->shared copies (cp.async, cuda_pipeline.h): per thread, the copies of the
+// open group and the committed groups not yet waited for (tests/emu/cuda_pipeline.h).
+struct PendingCopy {
+  void* dst;
+  unsigned char bytes[16];
+  size_t n;
+};
+struct Pipeline {
+  std::vector<PendingCopy> open;
+  std::vector<std::vector<PendingCopy>> committed;  // oldest first
+};
+inline std::vector<Pipeline> pipelines;
 constexpr size_t kStackBytes = size_t(256) << 10;
 inline std::vector<std::unique_ptr<char[]>> stacks;  // one per thread, kept across launches
 
@@ -112,6 +125,7 @@ void launch(dim3 grid, unsigned threads, Body body) {
   for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
       block_idx = uint3{bx, by, 0};
+      pipelines.assign(threads, Pipeline{});
       for (unsigned t = 0; t < threads; ++t) {
         Fiber& f = blk.fibers[t];
         getcontext(&f.ctx);
