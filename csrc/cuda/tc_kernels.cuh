@@ -241,6 +241,9 @@ __global__ void __launch_bounds__(kTcThreads, 1)
                       const int64_t* __restrict__ ids, T* __restrict__ y, Geometry g, TcRowPlan pl, HatPair hat,
                       float alpha, bool packed) {
   extern __shared__ __align__(128) unsigned char tc_smem[];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800  // bfloat16 WMMA needs sm_80; the launchers refuse older GPUs
+  __trap();
+#else
   const TcLayout& L = pl.L;
   constexpr int V = Pack<T>::kWidth;  // 8
   constexpr int kFrags = kFwdChunkCols / kMmaTile;
@@ -334,6 +337,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     __syncthreads();  // the panel is rebuilt for the next task
   }
   poison_invalid<T>(ids, y, row_begin, row_end, g, j0, j1);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------
@@ -369,6 +373,9 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     tc_backward_dx_kernel(const T* __restrict__ dy, const float* __restrict__ theta, const int64_t* __restrict__ ids,
                           T* __restrict__ dx, Geometry g, TcRowPlan pl, HatPair hat, float alpha, bool packed) {
   extern __shared__ __align__(128) unsigned char tc_smem[];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800  // bfloat16 WMMA needs sm_80; the launchers refuse older GPUs
+  __trap();
+#else
   const TcLayout& L = pl.L;
   constexpr int V = Pack<T>::kWidth;
   constexpr int kFrags = kDxMaxSliceRows / kMmaTile;
@@ -474,6 +481,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     __syncthreads();
   }
   poison_invalid<T>(ids, dx, row_begin, row_end, g, c0, c1);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------
@@ -512,6 +520,9 @@ __global__ void __launch_bounds__(kTcThreads, 1)
                              float* __restrict__ part, int* __restrict__ flags, Geometry g, TcParamsPlan pl,
                              bool packed) {
   extern __shared__ __align__(128) unsigned char tc_smem[];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800  // bfloat16 WMMA needs sm_80; the launchers refuse older GPUs
+  __trap();
+#else
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32;
   const int chunk = int(blockIdx.x);
   const int64_t rb = int64_t(chunk) * pl.rows_per_chunk, re = min(g.n, rb + pl.rows_per_chunk);
@@ -592,6 +603,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
       }
     }
   }
+#endif
 }
 
 // Sum over the chunks' slots (fixed order, four interleaved accumulators) of one slot element;
