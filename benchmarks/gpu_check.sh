@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one script to run on a GPU machine: builds the extension with CUDA, takes the hardware
 # ceilings (device copy bandwidth, bf16 matmul rate, the connector at the default geometry), runs
-# the GPU-marked tests (compiled Triton and the CUDA backend), the connector and end-to-end
+# the GPU-marked tests (compiled Triton and the CUDA backend), a CUDA-backend triage step (the
+# bad-input call that crashed the H200 run, alone, under gdb and compute-sanitizer), the connector and end-to-end
 # benchmarks on the acceptance shapes, then the kernel-level test files. Every step runs under
 # `timeout`, sized from what is left of LC_GPU_CHECK_LIMIT_S (default 540 s), most valuable first.
 #
@@ -9,7 +10,7 @@
 #
 # OUT_DIR receives three files (the device tool brings back at most 8): summary.txt (the table,
 # also printed last), gpu_check.tgz (every log and the benchmarks' JSON/PNG: env.txt, build.log,
-# extension.log, ceilings.json, pytest_*.log, bench_*.log, connector.json, e2e.json) and
+# extension.log, ceilings.json, pytest_*.log, cuda_triage.log, bench_*.log, connector.json, e2e.json) and
 # ceilings.json. The archive is written on any exit, so a step that hangs loses nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,7 +23,7 @@ rm -rf "$OUT_DIR"; mkdir -p "$OUT_DIR"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif command -v python >/dev/null; then PY=python; else PY=python3; fi
 LIMIT="${LC_GPU_CHECK_LIMIT_S:-540}"
 # the steps to run, comma-separated (a rerun after a partial lease can take only some)
-STEPS="${LC_GPU_STEPS:-build,extension,ceilings,pytest_gpu,bench_connector,bench_e2e,pytest_kernels}"
+STEPS="${LC_GPU_STEPS:-build,extension,ceilings,pytest_gpu,cuda_triage,bench_connector,bench_e2e,pytest_kernels}"
 # a hung test must not eat the lease: a per-test limit where pytest-timeout is installed
 PYTEST_TIMEOUT=()
 START=$SECONDS
@@ -143,6 +144,39 @@ PYEOF
 # GPU tests with compiled Triton kernels (conftest interprets them only where CUDA is absent)
 step pytest_gpu 150 150 "$OUT_DIR/pytest_gpu.log" -- \
   env TRITON_INTERPRET=0 "$PY" -m pytest tests -q -m gpu -rfEs --tb=short -p no:cacheprovider --durations=10 "${PYTEST_TIMEOUT[@]}"
+# ---- CUDA backend triage (issue 14) ---------------------------------------------------------
+# The H200 run died with a segmentation fault at the second bad-input call of the cuda binding (a
+# non-contiguous x, which should raise "must be contiguous"). pytest_gpu above runs every bad-input
+# call in its own process (tests/test_cuda_bad_inputs.py); this step takes the call named by
+# LC_TRIAGE_CASE (default noncontiguous_x) alone in a fresh process, then under gdb for a native
+# backtrace, then under compute-sanitizer (memcheck), each where the tool exists.
+cuda_triage() {
+  local case="${LC_TRIAGE_CASE:-noncontiguous_x}" rc=0 san=""
+  echo "-- $case alone in a fresh process"
+  "$PY" -X faulthandler tests/test_cuda_bad_inputs.py "$case" || rc=$?
+  echo "exit status $rc (0: raised the expected error; 1: wrong or no error; >128: killed by signal $((rc > 128 ? rc - 128 : 0)))"
+  if command -v gdb >/dev/null; then
+    echo "-- gdb -batch -ex run -ex bt"
+    gdb -q -batch -ex run -ex bt --args "$PY" tests/test_cuda_bad_inputs.py "$case" 2>&1 | grep -v "^\[New Thread\|^\[Thread" || true
+  else
+    echo "-- gdb: not installed"
+  fi
+  for cand in "$(command -v compute-sanitizer || true)" "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" \
+      "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")/compute-sanitizer"; do
+    if [ -n "$cand" ] && [ -x "$cand" ]; then san="$cand"; break; fi
+  done
+  if [ -n "$san" ]; then
+    echo "-- $san --tool memcheck"
+    "$san" --tool memcheck --print-limit 20 "$PY" tests/test_cuda_bad_inputs.py "$case" || true
+  else
+    echo "-- compute-sanitizer: not found"
+  fi
+  return "$rc"
+}
+export PY
+step cuda_triage 90 130 "$OUT_DIR/cuda_triage.log" -- bash -c "$(declare -f cuda_triage); cuda_triage"
+# ---- end of CUDA backend triage --------------------------------------------------------------
+
 # The acceptance shapes of SPEC §5 / the GPU goals: d = 768, bf16, N >= 16k; BERT-base e2e.
 step bench_connector 120 80 "$OUT_DIR/bench_connector.log" -- \
   "$PY" benchmarks/bench_connector.py --device cuda --dtype bfloat16 --n "${LC_GPU_BENCH_N:-16k,64k,256k}" --d 768 \

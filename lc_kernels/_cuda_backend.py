@@ -2,10 +2,13 @@
 normalised calling convention of :mod:`lc_kernels.backends`.
 
 Forward and dx are one launch each; dTheta/db are two deterministic launches (token-split partial
-sums into a workspace, then a fixed-order reduction; no atomics). Accumulation is float32 for
-float16/bfloat16/float32 and float64 for float64. The tiny parameters arrive already in the
-compute dtype (ops.py casts them), so nothing is converted here.
+sums into a workspace, then a fixed-order reduction; no atomics). float16/bfloat16 run on tensor
+cores (persistent kernels holding W in shared memory, csrc/cuda/tc_kernels.cuh; compute capability
+8.0 or newer), float32/float64 on CUDA cores. Accumulation is float32 for float16/bfloat16/float32
+and float64 for float64. The tiny parameters arrive already in the compute dtype (ops.py casts
+them), so nothing is converted here.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -19,10 +22,10 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _mod():
-    mod = _ext.load()
-    if mod is None:  # only reachable when called despite unavailable_reason(); say why
-        raise RuntimeError(f"cuda backend unavailable: {_ext.why_unavailable()}")
-    return mod
+    reason = unavailable_reason()
+    if reason is not None:  # only reachable when called despite unavailable_reason(); say why
+        raise RuntimeError(f"cuda backend unavailable: {reason}")
+    return _ext.load()
 
 
 def unavailable_reason() -> Optional[str]:
@@ -39,15 +42,17 @@ def unavailable_reason() -> Optional[str]:
     return None
 
 
-def forward(x, theta, bias, ids, t, r, alpha):
+# The op layer may pass extra keywords (e.g. a prebuilt ``weights=`` tensor for backends that
+# take W from outside); these kernels build W from theta themselves and ignore them.
+def forward(x, theta, bias, ids, t, r, alpha, **_ignored):
     return _mod().cuda_forward(x, theta, bias, ids, float(t), int(r), float(alpha))
 
 
-def backward_dx(dy, theta, ids, t, r, alpha):
+def backward_dx(dy, theta, ids, t, r, alpha, **_ignored):
     return _mod().cuda_backward_dx(dy, theta, ids, float(t), int(r), float(alpha))
 
 
-def backward_params(x, dy, theta, ids, t, r, alpha):
+def backward_params(x, dy, theta, ids, t, r, alpha, **_ignored):
     dtheta, dbias = _mod().cuda_backward_params(x, dy, theta, ids, float(t), int(r), float(alpha))
     return dtheta, dbias
 
@@ -61,9 +66,8 @@ register(
         unavailable_reason=unavailable_reason,
         devices=("cuda",),
         dtypes={"cuda": _DTYPES},
-        # "auto" on GPUs: measured on an H200 (benchmarks/RESULTS.md, 2026-11-28), this backend's
-        # forward is 2.5-2.9x faster than triton's (bf16, d = 768, N = 16k and 256k) and its
-        # GPU tests pass, so it comes first (triton is 20).
+        # "auto" on GPUs picks between cuda and triton from recorded figures per (dtype, d)
+        # (lc_kernels/_gpu_choice.py); this order decides only where no figure exists.
         priority={"cuda": 10},
     )
 )

@@ -94,11 +94,15 @@ def available_backends() -> List[str]:
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
-def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """The preferred available backend for tensors on ``device`` of ``dtype``."""
+def auto_backend(device: torch.device, dtype: torch.dtype, d: Optional[int] = None) -> str:
+    """The preferred available backend for tensors on ``device`` of ``dtype`` (hidden size ``d``).
+
+    On GPUs the faster of the usable backends by the figures recorded in
+    :mod:`lc_kernels._gpu_choice` for this kind of device, this dtype and this d (any d when d is
+    None); where no figure decides, and on other devices, the backends' priority order."""
     _load_all()
     dev = device.type
-    best = None
+    usable = []
     for b in _REGISTRY.values():
         if dev not in b.devices or not b.available():
             continue
@@ -107,6 +111,14 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
         prio = b.priority.get(dev)
         if prio is None:
             continue
-        if best is None or prio < best[0]:
-            best = (prio, b.name)
-    return best[1] if best else "reference"
+        usable.append((prio, b.name))
+    if not usable:
+        return "reference"
+    usable.sort()
+    if dev == "cuda" and len(usable) > 1:
+        from . import _gpu_choice
+
+        pick = _gpu_choice.choose(_gpu_choice.describe(device), dtype, d, [name for _, name in usable])
+        if pick is not None:
+            return pick
+    return usable[0][1]

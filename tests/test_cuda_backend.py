@@ -7,6 +7,7 @@ Tolerances: float64 to ~1e-12 relative; float32 to ~1e-5 of the output's scale (
 over r or N terms); float16/bfloat16 within 2x the error eager PyTorch makes computing the same
 function in that dtype (flash-attention's convention), both measured against float64.
 """
+
 import math
 
 import pytest
@@ -186,8 +187,9 @@ def test_nan_poisoned_outputs_are_fully_written(geom):
     th, b = theta.float()[None], bias.float()[None]
     xf, dyf = x.float(), dy.float()
     # the dTheta workspace size is internal: poison a generous block for it as well
-    _poison(((n, d), torch.float32), (tuple(th.shape), torch.float32), ((1, d), torch.float32),
-            ((1 << 20,), torch.float32))
+    _poison(
+        ((n, d), torch.float32), (tuple(th.shape), torch.float32), ((1, d), torch.float32), ((1 << 20,), torch.float32)
+    )
     y = _bk().forward(xf, th, b, None, 0.3, r, 1.0)
     _poison(((n, d), torch.float32))
     dx = _bk().backward_dx(dyf, th, None, 0.3, r, 1.0)
@@ -310,30 +312,65 @@ def test_empty_batch():
     assert torch.count_nonzero(dtheta) == 0 and torch.count_nonzero(db) == 0
 
 
-def test_bad_inputs_raise_clear_errors():
-    C = lc_kernels._ext.load()
-    x, dy, theta, bias = _make(8, 16, 2, 8, 2, seed=15)
-    th, b = theta[None], bias[None]
-    with pytest.raises(RuntimeError, match="theta must be"):
-        C.cuda_forward(x, th.float(), b, None, 0.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="contiguous"):
-        C.cuda_forward(x.t().contiguous().t(), th, b, None, 0.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="CUDA tensor"):
-        C.cuda_forward(x.cpu(), th, b, None, 0.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="bias must have shape"):
-        C.cuda_forward(x, th, b[:, :8].contiguous(), None, 0.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="without ids"):
-        C.cuda_forward(x, th.expand(2, -1, -1, -1).contiguous(), b.expand(2, -1).contiguous(), None, 0.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="r=3"):
-        C.cuda_forward(x, th, b, None, 0.5, 3, 1.0)
-    with pytest.raises(RuntimeError, match="t must be"):
-        C.cuda_backward_dx(dy, th, None, 1.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="ids must be int64"):
-        C.cuda_forward(x, th, b, torch.zeros(8, dtype=torch.int32, device=DEV), 0.5, 4, 1.0)
-    with pytest.raises(RuntimeError, match="dy must have x's dtype"):
-        C.cuda_backward_params(x, dy.float(), th, None, 0.5, 4, 1.0)
-    # a geometry whose 16-row working set cannot fit in shared memory names the alternative
-    big = torch.zeros(1, 8192, device=DEV, dtype=torch.float64)
-    with pytest.raises(RuntimeError, match="shared memory.*triton"):
-        C.cuda_forward(big, torch.zeros(1, 1, 1, 8192, device=DEV, dtype=torch.float64),
-                       torch.zeros(1, 8192, device=DEV, dtype=torch.float64), None, 0.5, 8192, 1.0)
+# ------------------------------------------------------------------------------------------------
+# the tensor-core path (float16 / bfloat16): sizes of SPEC's default geometry, determinism
+# (bad inputs: tests/test_cuda_bad_inputs.py, one process per call)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n, d", [(1, 384), (17, 768), (4097, 768), (17, 1024), (4097, 1024), (17, 4096)])
+def test_tensor_core_path_at_spec_sizes(dtype, n, d):
+    """SPEC defaults (r = d/8, p = r, q = d/2, K = 2): every output within twice the error eager
+    PyTorch makes in the same dtype, outputs NaN-poisoned before the call."""
+    r, p, q, K = d // 8, d // 8, d // 2, 2
+    x, dy, theta, bias = _make(n, d, p, q, K, seed=20 + d)
+    t, alpha = 0.4, 1.0
+    x_lp, dy_lp = x.to(dtype), dy.to(dtype)
+    th32, b32 = theta.float(), bias.float()
+    x64, dy64, th64, b64 = x_lp.double(), dy_lp.double(), th32.double(), b32.double()
+    y_ref = ref.connector(x64, th64, b64, t, r, alpha)
+    dx_ref, dtheta_ref, db_ref = ref.connector_backward(x64, dy64, th64, t, r, alpha)
+    y_eager = ref.connector(x_lp, theta.to(dtype), bias.to(dtype), t, r, alpha)
+    dx_eager, dtheta_eager, db_eager = ref.connector_backward(x_lp, dy_lp, theta.to(dtype), t, r, alpha)
+    _poison(((n, d), dtype), ((1, K, p, q), torch.float32), ((1, d), torch.float32), ((1 << 22,), torch.float32))
+    y = _bk().forward(x_lp, th32[None], b32[None], None, t, r, alpha)
+    _poison(((n, d), dtype))
+    dx = _bk().backward_dx(dy_lp, th32[None], None, t, r, alpha)
+    dtheta, db = _bk().backward_params(x_lp, dy_lp, th32[None], None, t, r, alpha)
+    for v in (y, dx, dtheta, db):
+        assert torch.isfinite(v).all()
+    assert _maxerr(y, y_ref) <= 2 * _maxerr(y_eager, y_ref) + 1e-6
+    assert _maxerr(dx, dx_ref) <= 2 * _maxerr(dx_eager, dx_ref) + 1e-6
+    assert _maxerr(dtheta[0], dtheta_ref) <= 2 * _maxerr(dtheta_eager, dtheta_ref) + 1e-6
+    assert _maxerr(db[0], db_ref) <= 2 * _maxerr(db_eager, db_ref) + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tensor_core_params_are_bitwise_deterministic(dtype):
+    n, d, r, p, q, K = 20000, 768, 96, 96, 384, 2  # many token chunks
+    x, dy, theta, _ = _make(n, d, p, q, K, seed=31)
+    args = (x.to(dtype), dy.to(dtype), theta.float()[None], None, 0.4, r, 1.0)
+    a = _bk().backward_params(*args)
+    _poison(((1 << 24,), torch.float32))  # a differently dirty workspace
+    b = _bk().backward_params(*args)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tensor_core_multitask_matches_reference(dtype):
+    T, n, d, r, p, q, K = 3, 300, 768, 96, 96, 384, 2
+    x, dy, theta, bias = _make(n, d, p, q, K, T=T, seed=32)
+    ids = torch.randint(0, T, (n,), generator=torch.Generator().manual_seed(33)).to(DEV)
+    x_lp, dy_lp = x.to(dtype), dy.to(dtype)
+    th32, b32 = theta.float(), bias.float()
+    y = _bk().forward(x_lp, th32, b32, ids, 0.7, r, 1.0)
+    dx = _bk().backward_dx(dy_lp, th32, ids, 0.7, r, 1.0)
+    dtheta, db = _bk().backward_params(x_lp, dy_lp, th32, ids, 0.7, r, 1.0)
+    x64, dy64, th64, b64 = x_lp.double(), dy_lp.double(), th32.double(), b32.double()
+    y_ref = ref.connector(x64, th64, b64, 0.7, r, task_ids=ids)
+    dx_ref, dtheta_ref, db_ref = ref.connector_backward(x64, dy64, th64, 0.7, r, task_ids=ids)
+    y_eager = ref.connector(x_lp, theta.to(dtype), bias.to(dtype), 0.7, r, task_ids=ids)
+    dx_eager, dtheta_eager, db_eager = ref.connector_backward(x_lp, dy_lp, theta.to(dtype), 0.7, r, task_ids=ids)
+    assert _maxerr(y, y_ref) <= 2 * _maxerr(y_eager, y_ref) + 1e-6
+    assert _maxerr(dx, dx_ref) <= 2 * _maxerr(dx_eager, dx_ref) + 1e-6
+    assert _maxerr(dtheta, dtheta_ref) <= 2 * _maxerr(dtheta_eager, dtheta_ref) + 1e-6
+    assert _maxerr(db, db_ref) <= 2 * _maxerr(db_eager, db_ref) + 1e-6

@@ -1,8 +1,12 @@
 // CUDA kernels of the LayerConnect connector (SPEC.md §5) and their launchers. Torch-free: the
-// plain C++ API is in connector_api.h, the shared index arithmetic in connector_kernels.cuh.
+// plain C++ API is in connector_api.h, the shared index arithmetic and launch planning in
+// connector_kernels.cuh.
 //
-// Storage types T: half, bfloat16, float, double. Accumulation type A: float (double for double).
-// Seeds, biases and gradients of the parameters are in A. All row offsets are int64.
+// float16 / bfloat16 run on tensor cores: the persistent kernels of tc_kernels.cuh (W built once
+// per CTA in shared memory, WMMA), launched by launch_tc_* below. float32 / float64 run on the
+// CUDA-core kernels of this file, described here: storage type T float or double, accumulation
+// type A the same. Seeds, biases and gradients of the parameters are in A. All row offsets are
+// int64.
 //
 // ---- forward: y = x + alpha ((z R) B^T + b), one launch --------------------------------------
 // Grid: one block of 256 threads per BM = 16*TM rows (BM in {64, 32, 16}, chosen by shared
@@ -33,9 +37,9 @@
 // 2. reduce kernel: each output element sums the chunk partials in a fixed order, applies alpha
 //    and writes every anchor k: dTheta_k = h_k(t) alpha dS, db = alpha sum. Deterministic.
 //
-// Without a GPU these kernels are exercised by tests/emu_test.cpp, which compiles this file with
+// Without a GPU all kernels are exercised by tests/emu_test.cpp, which compiles this file with
 // g++ under a small SIMT emulator (LC_SIMT_EMULATION hides the launchers) and compares every
-// output with a dense float64 connector.
+// output with a float64 connector.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -46,86 +50,12 @@
 
 #include "connector_api.h"
 #include "connector_kernels.cuh"
+#include "device_utils.cuh"
+#include "tc_kernels.cuh"
 
 namespace lc {
 namespace cuda {
 namespace {
-
-// ------------------------------------------------------------------------------------------
-// element conversion and 16-byte packs
-// ------------------------------------------------------------------------------------------
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-
-template <typename T>
-struct Conv;
-template <>
-struct Conv<__half> {
-  __device__ static __half from(float v) { return __float2half_rn(v); }
-};
-template <>
-struct Conv<__nv_bfloat16> {
-  __device__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
-};
-template <>
-struct Conv<float> {
-  __device__ static float from(float v) { return v; }
-};
-template <>
-struct Conv<double> {
-  __device__ static double from(double v) { return v; }
-};
-
-template <typename A>
-__device__ __forceinline__ A quiet_nan();
-template <>
-__device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
-template <>
-__device__ __forceinline__ double quiet_nan<double>() {
-  return __longlong_as_double(0x7ff8000000000000LL);
-}
-
-template <typename T>
-struct Pack {
-  static constexpr int kWidth = 16 / sizeof(T);
-};
-
-template <typename T, typename A>
-__device__ __forceinline__ void load_pack(const T* p, A* out) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int k = 0; k < Pack<T>::kWidth; ++k) out[k] = to_acc(e[k]);
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ void store_pack(T* p, const A* in) {
-  uint4 raw;
-  T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int k = 0; k < Pack<T>::kWidth; ++k) e[k] = Conv<T>::from(in[k]);
-  *reinterpret_cast<uint4*>(p) = raw;
-}
-
-// Mean over one pooling group of g channels starting at px (D of SPEC §2).
-template <typename T, typename A>
-__device__ __forceinline__ A group_mean(const T* px, int g, bool packed) {
-  A s = A(0);
-  if (packed) {
-    constexpr int V = Pack<T>::kWidth;
-    for (int v = 0; v < g; v += V) {
-      A buf[V];
-      load_pack<T, A>(px + v, buf);
-#pragma unroll
-      for (int k = 0; k < V; ++k) s += buf[k];
-    }
-  } else {
-    for (int k = 0; k < g; ++k) s += to_acc(px[k]);
-  }
-  return div_rn(s, A(g));
-}
 
 // ------------------------------------------------------------------------------------------
 // shared pieces of the row-wise kernels
@@ -144,7 +74,7 @@ struct RowwiseSmem {
 };
 
 template <typename A>
-__device__ RowwiseSmem<A> carve_rowwise(unsigned char* base, int bm, const Geometry& g) {
+__device__ __forceinline__ RowwiseSmem<A> carve_rowwise(unsigned char* base, int bm, const Geometry& g) {
   RowwiseSmem<A> s;
   s.small_r = reinterpret_cast<A*>(base);
   s.small_q = s.small_r + size_t(bm) * odd_ld(g.r);
@@ -160,7 +90,7 @@ __device__ RowwiseSmem<A> carve_rowwise(unsigned char* base, int bm, const Geome
 
 // Fills row_task / tasks / ntasks for rows [row0, row0 + bm). Ends with a barrier.
 template <typename A>
-__device__ void load_row_tasks(const RowwiseSmem<A>& s, const int64_t* ids, int64_t row0, int bm,
+__device__ __forceinline__ void load_row_tasks(const RowwiseSmem<A>& s, const int64_t* ids, int64_t row0, int bm,
                                const Geometry& g) {
   for (int m = threadIdx.x; m < bm; m += blockDim.x) {
     const int64_t row = row0 + m;
@@ -195,7 +125,7 @@ __device__ void load_row_tasks(const RowwiseSmem<A>& s, const int64_t* ids, int6
 // Thread (ty, tx) of the 16 x 16 layout owns rows ty + 16 mm and columns tx + 16 nn: shared
 // reads of `a` are broadcasts, reads of the tile hit 16 consecutive banks. Ends with a barrier.
 template <typename A, int TM, bool kForward>
-__device__ void gemm_rows_by_seed(const A* a_s, int a_ld, A* out_s, int out_ld, int kdim, int ndim,
+__device__ __forceinline__ void gemm_rows_by_seed(const A* a_s, int a_ld, A* out_s, int out_ld, int kdim, int ndim,
                                   A* tile_s, const A* theta_task, const Geometry& g,
                                   const HatPair& hat, A w0, A w1) {
   constexpr int TN = kTileN / 16;
@@ -251,11 +181,11 @@ __device__ void gemm_rows_by_seed(const A* a_s, int a_ld, A* out_s, int out_ld, 
 
 // Rows with an invalid task id get NaN, so a bad id can never pass silently.
 template <typename T, typename A>
-__device__ void poison_invalid_rows(const RowwiseSmem<A>& s, T* out, int64_t row0, int bm, int d) {
-  for (int64_t e = threadIdx.x; e < int64_t(bm) * d; e += kThreads) {
-    const int m = int(e / d);
+__device__ __forceinline__ void poison_invalid_rows(const RowwiseSmem<A>& s, T* out, int64_t row0, int bm, int d) {
+  for (int e = threadIdx.x; e < bm * d; e += kThreads) {  // bm * d < 2^31: d <= 2^24, bm <= 64
+    const int m = e / d;
     if (s.row_task[m] != -2) continue;
-    out[(row0 + m) * d + (e - int64_t(m) * d)] = Conv<T>::from(quiet_nan<A>());
+    out[(row0 + m) * d + (e - m * d)] = Conv<T>::from(quiet_nan<A>());
   }
 }
 
@@ -263,7 +193,7 @@ __device__ void poison_invalid_rows(const RowwiseSmem<A>& s, T* out, int64_t row
 // forward
 // ------------------------------------------------------------------------------------------
 template <typename T, typename A, int TM>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     connector_forward_kernel(const T* __restrict__ x, const A* __restrict__ theta,
                              const A* __restrict__ bias, const int64_t* __restrict__ ids,
                              T* __restrict__ y, Geometry g, HatPair hat, A alpha, bool packed) {
@@ -349,7 +279,7 @@ __global__ void __launch_bounds__(kThreads)
 // backward dx
 // ------------------------------------------------------------------------------------------
 template <typename T, typename A, int TM>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     connector_backward_dx_kernel(const T* __restrict__ dy, const A* __restrict__ theta,
                                  const int64_t* __restrict__ ids, T* __restrict__ dx, Geometry g,
                                  HatPair hat, A alpha, bool packed) {
@@ -427,7 +357,7 @@ __global__ void __launch_bounds__(kThreads)
 // backward params: partial sums per (task, token chunk, 64 x 128 tile of dS), then reduction
 // ------------------------------------------------------------------------------------------
 template <typename T, typename A>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     connector_params_partial_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                                     const int64_t* __restrict__ ids, A* __restrict__ part,
                                     A* __restrict__ dbpart, Geometry g, ParamsPlan pl,
@@ -449,11 +379,11 @@ __global__ void __launch_bounds__(kThreads)
   const int d = g.d, r = g.r, p = g.p, q = g.q;
   const int gsz = d / r;
   const int tau = blockIdx.y;
-  int64_t bx = blockIdx.x;
-  const int qt = int(bx % pl.q_tiles);
-  bx /= pl.q_tiles;
-  const int pt = int(bx % pl.p_tiles);
-  const int chunk = int(bx / pl.p_tiles);
+  unsigned bx = blockIdx.x;  // 32-bit index arithmetic (a 64-bit division is a spilling call)
+  const int qt = int(bx % unsigned(pl.q_tiles));
+  bx /= unsigned(pl.q_tiles);
+  const int pt = int(bx % unsigned(pl.p_tiles));
+  const int chunk = int(bx / unsigned(pl.p_tiles));
   const int k0 = pt * TP, c0 = qt * TQ;
   const int64_t rbeg = int64_t(chunk) * pl.rows_per_chunk;
   const int64_t rend = min(g.n, rbeg + pl.rows_per_chunk);
@@ -567,7 +497,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename A>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     connector_params_reduce_kernel(const A* __restrict__ part, const A* __restrict__ dbpart,
                                    A* __restrict__ dtheta, A* __restrict__ dbias, Geometry g,
                                    int num_chunks, HatPair hat, A alpha) {
@@ -577,14 +507,14 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     if (idx < n_theta) {
-      const int64_t tau = idx / pq, e = idx - tau * pq;
+      const int64_t tau = floor_div_nonneg(idx, pq), e = idx - tau * pq;
       A sum = A(0);
       for (int ch = 0; ch < num_chunks; ++ch) sum += part[(tau * num_chunks + ch) * pq + e];
       const A ds = alpha * sum;
       for (int k = 0; k < g.K; ++k) dtheta[(tau * g.K + k) * pq + e] = A(hat_weight_of(hat, k)) * ds;
     } else {
       const int64_t i2 = idx - n_theta;
-      const int64_t tau = i2 / g.d, j = i2 - tau * g.d;
+      const int64_t tau = floor_div_nonneg(i2, g.d), j = i2 - tau * g.d;
       A sum = A(0);
       for (int ch = 0; ch < num_chunks; ++ch) sum += dbpart[(tau * num_chunks + ch) * g.d + j];
       dbias[tau * g.d + j] = alpha * sum;
@@ -641,20 +571,39 @@ struct DeviceLimits {
   size_t smem_optin;
   size_t smem_per_sm;
   int num_sms;
+  int cc_major;
+  int cc_minor;
+  DeviceBudget budget() const { return DeviceBudget{smem_optin, smem_per_sm, num_sms}; }
 };
 
 Status device_limits(DeviceLimits* lim) {
-  int dev = 0, optin = 0, per_sm = 0, sms = 0;
+  int dev = 0, optin = 0, per_sm = 0, sms = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   if (err == cudaSuccess)
     err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
   if (err != cudaSuccess)
     return fail(int(err), "querying the CUDA device failed: %s", cudaGetErrorString(err));
   lim->smem_optin = size_t(optin);
   lim->smem_per_sm = size_t(per_sm);
   lim->num_sms = sms;
+  lim->cc_major = major;
+  lim->cc_minor = minor;
+  return ok_status();
+}
+
+// The float16/bfloat16 kernels use bfloat16 tensor cores (WMMA), compiled for sm_80 and sm_90.
+Status tensor_core_limits(DeviceLimits* lim) {
+  Status st = device_limits(lim);
+  if (st.code) return st;
+  if (lim->cc_major < 8)
+    return fail(-1,
+                "the float16/bfloat16 kernels need a GPU of compute capability 8.0 or newer (tensor cores "
+                "with bfloat16), this one is %d.%d; use backend='triton' or 'reference'",
+                lim->cc_major, lim->cc_minor);
   return ok_status();
 }
 
@@ -777,6 +726,114 @@ Status launch_backward_params(const T* x, const T* dy, const int64_t* ids, A* dt
   return check_launch("connector_params_reduce_kernel");
 }
 
+// ---- tensor-core path (float16 / bfloat16) ----------------------------------------------------
+bool aligned32(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 31u) == 0; }
+
+Status no_fit(const char* what, const Geometry& g, size_t optin) {
+  return fail(-1,
+              "%s: geometry d=%d r=%d q=%d does not fit this device's %zu bytes of shared memory per block even "
+              "split into panels of 16; use backend='triton' or 'reference' for it",
+              what, g.d, g.r, g.q, optin);
+}
+
+// Plans a persistent launch of `kernel`, then lowers the CTAs per SM to what the kernel's
+// registers allow (the planner only sees shared memory), so the grid stays resident in one wave.
+template <typename Kernel>
+Status plan_tc_launch(Kernel kernel, bool dx, const Geometry& g, const DeviceLimits& lim, const char* what,
+                      TcRowPlan* pl) {
+  DeviceBudget budget = lim.budget();
+  if (!plan_tc_rows(dx, g.n, g.d, g.r, g.q, budget, kTcThreads / 32, pl)) return no_fit(what, g, lim.smem_optin);
+  Status st = allow_smem(kernel, pl->L.smem_bytes, what);
+  if (st.code) return st;
+  int occ = 0;
+  const cudaError_t err =
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, 32 * pl->warps, pl->L.smem_bytes);
+  if (err != cudaSuccess) return fail(int(err), "%s: occupancy query failed: %s", what, cudaGetErrorString(err));
+  if (occ < 1) return fail(-1, "%s: no block of %d threads with %zu bytes of shared memory fits an SM", what,
+                           32 * pl->warps, pl->L.smem_bytes);
+  if (occ < budget.max_blocks_per_sm) {
+    budget.max_blocks_per_sm = occ;
+    plan_tc_rows(dx, g.n, g.d, g.r, g.q, budget, kTcThreads / 32, pl);  // same layout, fewer groups
+  }
+  return ok_status();
+}
+
+template <typename T>
+Status launch_tc_forward(const T* x, const float* theta, const float* bias, const int64_t* ids, T* y,
+                         const Geometry& g, double t, double alpha, cudaStream_t stream) {
+  if (g.n == 0) return ok_status();
+  DeviceLimits lim;
+  Status st = tensor_core_limits(&lim);
+  if (st.code) return st;
+  auto kernel = tc::tc_forward_kernel<T>;
+  TcRowPlan pl;
+  st = plan_tc_launch(kernel, false, g, lim, "tc_forward_kernel", &pl);
+  if (st.code) return st;
+  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(x) && aligned16(y) && aligned16(bias);
+  kernel<<<unsigned(pl.ctas), unsigned(32 * pl.warps), pl.L.smem_bytes, stream>>>(x, theta, bias, ids, y, g, pl, hat_pair(t, g.K),
+                                                                      float(alpha), packed);
+  return check_launch("tc_forward_kernel");
+}
+
+template <typename T>
+Status launch_tc_backward_dx(const T* dy, const float* theta, const int64_t* ids, T* dx, const Geometry& g, double t,
+                             double alpha, cudaStream_t stream) {
+  if (g.n == 0) return ok_status();
+  DeviceLimits lim;
+  Status st = tensor_core_limits(&lim);
+  if (st.code) return st;
+  auto kernel = tc::tc_backward_dx_kernel<T>;
+  TcRowPlan pl;
+  st = plan_tc_launch(kernel, true, g, lim, "tc_backward_dx_kernel", &pl);
+  if (st.code) return st;
+  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(dy) && aligned16(dx);
+  kernel<<<unsigned(pl.ctas), unsigned(32 * pl.warps), pl.L.smem_bytes, stream>>>(dy, theta, ids, dx, g, pl, hat_pair(t, g.K),
+                                                                      float(alpha), packed);
+  return check_launch("tc_backward_dx_kernel");
+}
+
+Status plan_tc_params_here(const Geometry& g, TcParamsPlan* pl) {
+  DeviceLimits lim;
+  Status st = tensor_core_limits(&lim);
+  if (st.code) return st;
+  if (!plan_tc_params(g.n, g.d, g.r, g.T, lim.budget(), kTcThreads / 32, pl))
+    return fail(-1,
+                "tc_params_partial_kernel: r=%d needs more than this device's %zu bytes of shared memory per "
+                "block for 16 pooled tokens; use backend='triton' or 'reference'",
+                g.r, lim.smem_optin);
+  return ok_status();
+}
+
+template <typename T>
+Status launch_tc_backward_params(const T* x, const T* dy, const int64_t* ids, float* dtheta, float* dbias,
+                                 void* workspace, size_t workspace_bytes, const Geometry& g, double t, double alpha,
+                                 cudaStream_t stream) {
+  TcParamsPlan pl;
+  Status st = plan_tc_params_here(g, &pl);
+  if (st.code) return st;
+  if (pl.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < pl.workspace_bytes))
+    return fail(-1, "workspace of %zu bytes is too small, connector_backward_params needs %zu", workspace_bytes,
+                pl.workspace_bytes);
+  if (pl.workspace_bytes > 0 && !aligned32(workspace)) return fail(-1, "workspace must be 32-byte aligned");
+  float* part = static_cast<float*>(workspace);
+  int* flags = reinterpret_cast<int*>(static_cast<unsigned char*>(workspace) + pl.part_bytes);
+  const bool packed = g.d % Pack<T>::kWidth == 0 && aligned16(x) && aligned16(dy);
+  if (pl.chunks > 0) {
+    auto kernel = tc::tc_params_partial_kernel<T>;
+    st = allow_smem(kernel, pl.smem_bytes, "tc_params_partial_kernel");
+    if (st.code) return st;
+    kernel<<<unsigned(pl.chunks), kTcThreads, pl.smem_bytes, stream>>>(x, dy, ids, part, flags, g, pl, packed);
+    st = check_launch("tc_params_partial_kernel");
+    if (st.code) return st;
+  }
+  const int64_t total = int64_t(g.T) * (int64_t(g.p) * g.q + g.d);
+  int64_t blocks = ceil_div(total, 256);
+  if (blocks > 4096) blocks = 4096;
+  tc::tc_params_reduce_kernel<<<unsigned(blocks), 256, 0, stream>>>(part, flags, dtheta, dbias, g, pl,
+                                                                     hat_pair(t, g.K), float(alpha));
+  return check_launch("tc_params_reduce_kernel");
+}
+
 #endif  // LC_SIMT_EMULATION
 }  // namespace
 
@@ -791,13 +848,13 @@ Status connector_forward(DType dtype, const void* x, const void* theta, const vo
   if (st.code) return st;
   switch (dtype) {
     case DType::kFloat16:
-      return launch_forward<__half, float>(static_cast<const __half*>(x), static_cast<const float*>(theta),
-                                           static_cast<const float*>(bias), ids, static_cast<__half*>(y), g, t,
-                                           alpha, stream);
+      return launch_tc_forward<__half>(static_cast<const __half*>(x), static_cast<const float*>(theta),
+                                       static_cast<const float*>(bias), ids, static_cast<__half*>(y), g, t, alpha,
+                                       stream);
     case DType::kBFloat16:
-      return launch_forward<__nv_bfloat16, float>(
-          static_cast<const __nv_bfloat16*>(x), static_cast<const float*>(theta), static_cast<const float*>(bias),
-          ids, static_cast<__nv_bfloat16*>(y), g, t, alpha, stream);
+      return launch_tc_forward<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(x), static_cast<const float*>(theta),
+                                              static_cast<const float*>(bias), ids,
+                                              static_cast<__nv_bfloat16*>(y), g, t, alpha, stream);
     case DType::kFloat32:
       return launch_forward<float, float>(static_cast<const float*>(x), static_cast<const float*>(theta),
                                           static_cast<const float*>(bias), ids, static_cast<float*>(y), g, t,
@@ -816,12 +873,12 @@ Status connector_backward_dx(DType dtype, const void* dy, const void* theta, con
   if (st.code) return st;
   switch (dtype) {
     case DType::kFloat16:
-      return launch_backward_dx<__half, float>(static_cast<const __half*>(dy), static_cast<const float*>(theta),
-                                               ids, static_cast<__half*>(dx), g, t, alpha, stream);
+      return launch_tc_backward_dx<__half>(static_cast<const __half*>(dy), static_cast<const float*>(theta), ids,
+                                           static_cast<__half*>(dx), g, t, alpha, stream);
     case DType::kBFloat16:
-      return launch_backward_dx<__nv_bfloat16, float>(static_cast<const __nv_bfloat16*>(dy),
-                                                      static_cast<const float*>(theta), ids,
-                                                      static_cast<__nv_bfloat16*>(dx), g, t, alpha, stream);
+      return launch_tc_backward_dx<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(dy),
+                                                  static_cast<const float*>(theta), ids,
+                                                  static_cast<__nv_bfloat16*>(dx), g, t, alpha, stream);
     case DType::kFloat32:
       return launch_backward_dx<float, float>(static_cast<const float*>(dy), static_cast<const float*>(theta),
                                               ids, static_cast<float*>(dx), g, t, alpha, stream);
@@ -834,6 +891,10 @@ Status connector_backward_dx(DType dtype, const void* dy, const void* theta, con
 }
 
 size_t connector_backward_params_workspace_bytes(DType dtype, Geometry g) {
+  if (dtype == DType::kFloat16 || dtype == DType::kBFloat16) {
+    TcParamsPlan tp;  // on failure 0: connector_backward_params then reports the cause
+    return plan_tc_params_here(g, &tp).code == 0 ? tp.workspace_bytes : 0;
+  }
   const ParamsPlan pl = plan_params(g.n, g.d, g.r, g.p, g.q, g.T);
   const size_t acc = dtype == DType::kFloat64 ? sizeof(double) : sizeof(float);
   return size_t(pl.workspace_elems) * acc;
@@ -847,14 +908,13 @@ Status connector_backward_params(DType dtype, const void* x, const void* dy, con
   if (st.code) return st;
   switch (dtype) {
     case DType::kFloat16:
-      return launch_backward_params<__half, float>(static_cast<const __half*>(x), static_cast<const __half*>(dy),
-                                                   ids, static_cast<float*>(dtheta), static_cast<float*>(dbias),
-                                                   workspace, workspace_bytes, g, t, alpha, stream);
+      return launch_tc_backward_params<__half>(static_cast<const __half*>(x), static_cast<const __half*>(dy), ids,
+                                               static_cast<float*>(dtheta), static_cast<float*>(dbias), workspace,
+                                               workspace_bytes, g, t, alpha, stream);
     case DType::kBFloat16:
-      return launch_backward_params<__nv_bfloat16, float>(
+      return launch_tc_backward_params<__nv_bfloat16>(
           static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(dy), ids,
-          static_cast<float*>(dtheta), static_cast<float*>(dbias), workspace, workspace_bytes, g, t, alpha,
-          stream);
+          static_cast<float*>(dtheta), static_cast<float*>(dbias), workspace, workspace_bytes, g, t, alpha, stream);
     case DType::kFloat32:
       return launch_backward_params<float, float>(static_cast<const float*>(x), static_cast<const float*>(dy),
                                                   ids, static_cast<float*>(dtheta), static_cast<float*>(dbias),

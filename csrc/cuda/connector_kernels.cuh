@@ -43,6 +43,51 @@ constexpr int kMaxChunks = 64;      // token chunks of the dTheta partial sums (
 constexpr int64_t kMaxWorkspaceElems = int64_t(1) << 24;  // 16 Mi accumulator elements
 
 // ------------------------------------------------------------------------------------------
+// Division
+// ------------------------------------------------------------------------------------------
+// Division inside the kernels. CUDA's IEEE divisions (float __fdiv_rn / __frcp_rn, every double
+// division and reciprocal, 64-bit integer division) contain a call to a slow-path subroutine, and
+// the calling convention makes ptxas spill registers in the kernels that contain one. The kernels
+// divide only by small positive integers (interpolation denominators, the pooling group g), so
+// they use an approximate reciprocal refined by Newton steps and an FMA-corrected quotient: within
+// one unit in the last place of the IEEE quotient (tests/host_test.cpp checks the host's exact
+// division against the reference; the GPU tests bound the kernels' error). --use_fast_math does
+// not change this (it would turn a plain float '/' into a 2-ulp approximation).
+LC_HD float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  float r = __fdividef(1.0f, b);  // MUFU.RCP: ~1 ulp, no call
+  r = fmaf(r, fmaf(-b, r, 1.0f), r);
+  const float q = a * r;
+  return fmaf(fmaf(-q, b, a), r, q);
+#else
+  return a / b;
+#endif
+}
+LC_HD double div_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  double r = double(__fdividef(1.0f, float(b)));  // 2^-22 relative; two Newton steps reach double
+  r = fma(r, fma(-b, r, 1.0), r);
+  r = fma(r, fma(-b, r, 1.0), r);
+  const double q = a * r;
+  return fma(fma(-q, b, a), r, q);
+#else
+  return a / b;
+#endif
+}
+
+// floor(num / den) for 0 <= num < 2^53 and den > 0, without a 64-bit integer division: 32-bit
+// division when both operands fit (always for real geometries, d < 65536), else a double estimate
+// corrected exactly. (On the GPU a 64-bit division is a subroutine call; its calling convention
+// makes ptxas spill registers in every kernel that contains one, even on a path never taken.)
+LC_HD int64_t floor_div_nonneg(int64_t num, int64_t den) {
+  if (num <= 0xffffffffLL && den <= 0xffffffffLL) return int64_t(uint32_t(num) / uint32_t(den));
+  int64_t q = int64_t(div_rn(double(num), double(den)));
+  while (q > 0 && q * den > num) --q;
+  while ((q + 1) * den <= num) ++q;
+  return q;
+}
+
+// ------------------------------------------------------------------------------------------
 // Interpolation arithmetic
 // ------------------------------------------------------------------------------------------
 struct Interp {
@@ -64,28 +109,13 @@ LC_HD Interp interp_at(int64_t i, int64_t n_out, int64_t n_in) {
   }
   const int64_t den = n_out - 1;
   const int64_t num = i * (n_in - 1);
-  // 32-bit division when it is exact to use (always for real geometries: d < 65536); the 64-bit
-  // one costs several times more on the GPU and runs per generated tile element.
-  const int64_t lo = (num <= 0xffffffffLL && den <= 0xffffffffLL)
-                         ? int64_t(uint32_t(num) / uint32_t(den))
-                         : num / den;
+  const int64_t lo = floor_div_nonneg(num, den);
   it.lo = static_cast<int>(lo);
   it.hi = static_cast<int>(lo + 1 < n_in - 1 ? lo + 1 : n_in - 1);
   it.rem = num - lo * den;
   it.den = den;
   return it;
 }
-
-// IEEE round-to-nearest division: the extension is built with --use_fast_math, which would turn a
-// plain float '/' into an approximation and break agreement with the reference's fractions.
-LC_HD float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-LC_HD double div_rn(double a, double b) { return a / b; }
 
 // The fraction rem/den in the accumulation type (rem, den < 2^24 for float: exact operands).
 template <typename A>
@@ -102,7 +132,7 @@ LC_HD int64_t first_out_with_lo(int64_t c, int64_t n_out, int64_t n_in) {
   if (c > n_in - 1) return n_out;
   // lo_o >= c  <=>  o (n_in-1) >= c (n_out-1)  <=>  o >= ceil(c (n_out-1) / (n_in-1))
   const int64_t num = c * (n_out - 1);
-  const int64_t o = (num + (n_in - 2)) / (n_in - 1);
+  const int64_t o = floor_div_nonneg(num + (n_in - 2), n_in - 1);
   return o < n_out ? o : n_out;
 }
 
@@ -314,6 +344,227 @@ LC_HD size_t params_smem_bytes(const ParamsPlan& pl, size_t acc_bytes) {
   size_t ints = size_t(kParamsTileP + 3) + size_t(kParamsTileQ + 3) + kParamsRowStep + 1;
   size_t bytes = elems * acc_bytes + ints * sizeof(int);
   return (bytes + 15) / 16 * 16;
+}
+
+
+// ==========================================================================================
+// Tensor-core path (float16 / bfloat16, tc_kernels.cuh): layouts and launch planning, shared
+// by the launchers, the SIMT emulation test and the host test. Every size here is in bytes of
+// dynamic shared memory or in elements, computed the same way on the host and in the kernels.
+// ==========================================================================================
+constexpr int kTcThreads = 256;         // 8 warps per CTA on the GPU; the kernels take any multiple of 32
+constexpr int kMmaTile = 16;            // WMMA m16n16k16: every tile edge below is a multiple of 16
+constexpr int kFwdChunkCols = 64;       // forward: output columns per MMA + epilogue pass (4 accumulator tiles)
+constexpr int kDxChunkCols = 128;       // dx: columns of dy staged in shared memory per pass
+constexpr int kDxMaxSliceRows = 128;    // dx: rows of W per panel (8 accumulator tiles per warp)
+constexpr int kParamsMaxMTiles = 8;     // params: accumulator tiles per warp (rows of dW per pass / 16)
+constexpr int kParamsMaxChunkRows = 1024;
+constexpr int kParamsStages = 4;        // params: dy stage buffers (cp.async copies of 3 steps in flight)
+constexpr int64_t kTcMaxWorkspaceFloats = int64_t(1) << 25;  // 128 MiB of fp32 partials
+constexpr size_t kSmemAlign = 128;
+
+LC_HD int round_up_int(int a, int b) { return (a + b - 1) / b * b; }
+LC_HD size_t align_smem(size_t v) { return (v + kSmemAlign - 1) / kSmemAlign * kSmemAlign; }
+
+// What the planners need to know about the device (the launchers query it; tests pass H100/A100
+// numbers): opt-in shared memory per block and per SM, and the number of SMs.
+struct DeviceBudget {
+  size_t smem_optin;
+  size_t smem_per_sm;
+  int num_sms;
+  int max_blocks_per_sm = 2;  // the launchers lower it to the kernel's occupancy (its registers)
+};
+
+// Seed columns c that the output columns [j0, j0 + cols) interpolate from span at most this many
+// (lo of the first to hi of the last): the buffer of one row of R = A S a panel build needs. The
+// lower neighbours of two columns cols - 1 apart differ by at most floor((cols-1)(q-1)/(d-1)) + 1;
+// hi adds one, and the count one more.
+LC_HD int seed_span(int cols, int d, int q) {
+  if (d <= 1 || q <= 1) return 1;
+  const int64_t s = (int64_t(cols - 1) * (q - 1)) / (d - 1) + 3;
+  return int(s < q ? s : q);
+}
+
+// Shared-memory layout of the forward and dx kernels. The CTA holds one panel of W (in the
+// storage type T, 2 bytes) for the whole launch; each warp has a private region for its 16-row
+// tile. Forward: the panel is W[:, j0 : j0 + panel] (r_pad x panel), the region holds the pooled
+// tile z (16 x r_pad, T) and a float staging tile for the epilogue (16 x kFwdChunkCols). dx: the
+// panel is W[i0 : i0 + panel, :] (panel x d_pad), the region holds a staged chunk of dy
+// (16 x kc, T) or, after the last chunk, h = dy W^T (16 x panel, float). While a panel is built
+// the regions hold one row of R = A S (floats). A 128-byte slot after the regions holds the
+// block-wide task reduction.
+struct TcLayout {
+  int slices;      // panels of W (forward: column slices, dx: row slices)
+  int panel;       // forward: columns per panel; dx: rows per panel (multiples of 16)
+  int panel_rows;  // rows of the panel in shared memory (forward r_pad, dx panel)
+  int r_pad;       // r rounded up to 16 (forward: the MMA's K)
+  int d_pad;       // d rounded up to 16 (dx: the MMA's K)
+  int kc;          // dx: staged dy columns per pass
+  int wpitch;      // panel row pitch (elements): +8 keeps 16-byte aligned rows off one bank
+  int zpitch;      // forward: z tile pitch; dx: dy stage pitch (elements)
+  int spitch;      // float staging pitch (forward: kFwdChunkCols + 4, dx: panel + 4)
+  size_t panel_bytes;
+  size_t z_bytes;  // forward: offset of the float staging tile inside a warp's region
+  size_t warp_bytes;
+  size_t smem_bytes;
+};
+
+LC_HD TcLayout tc_forward_layout(int d, int r, int q, int slices, int warps) {
+  TcLayout L;
+  L.slices = slices;
+  L.panel = round_up_int((d + slices - 1) / slices, kMmaTile);
+  L.r_pad = round_up_int(r, kMmaTile);
+  L.panel_rows = L.r_pad;
+  L.d_pad = round_up_int(d, kMmaTile);
+  L.kc = 0;
+  L.wpitch = L.panel + 8;
+  L.zpitch = L.r_pad + 8;
+  L.spitch = kFwdChunkCols + 4;
+  L.panel_bytes = align_smem(size_t(L.panel_rows) * L.wpitch * 2);
+  L.z_bytes = align_smem(size_t(kMmaTile) * L.zpitch * 2);
+  const size_t tile = L.z_bytes + align_smem(size_t(kMmaTile) * L.spitch * 4);
+  const size_t build = align_smem(size_t(seed_span(L.panel, d, q)) * 4);
+  L.warp_bytes = tile > build ? tile : build;
+  L.smem_bytes = L.panel_bytes + size_t(warps) * L.warp_bytes + kSmemAlign;
+  return L;
+}
+
+LC_HD TcLayout tc_dx_layout(int d, int r, int q, int slices, int warps) {
+  TcLayout L;
+  L.slices = slices;
+  L.panel = round_up_int((r + slices - 1) / slices, kMmaTile);
+  L.r_pad = round_up_int(r, kMmaTile);
+  L.panel_rows = L.panel;
+  L.d_pad = round_up_int(d, kMmaTile);
+  L.kc = L.d_pad < kDxChunkCols ? L.d_pad : kDxChunkCols;
+  L.wpitch = L.d_pad + 8;
+  L.zpitch = L.kc + 8;
+  L.spitch = L.panel + 4;
+  L.panel_bytes = align_smem(size_t(L.panel_rows) * L.wpitch * 2);
+  L.z_bytes = 0;
+  const size_t stage_dy = align_smem(size_t(kMmaTile) * L.zpitch * 2);
+  const size_t stage_h = align_smem(size_t(kMmaTile) * L.spitch * 4);
+  const size_t build = align_smem(size_t(q) * 4);
+  size_t w = stage_dy > stage_h ? stage_dy : stage_h;
+  L.warp_bytes = w > build ? w : build;
+  L.smem_bytes = L.panel_bytes + size_t(warps) * L.warp_bytes + kSmemAlign;
+  return L;
+}
+
+// A persistent launch: grid = slices x groups CTAs. CTA b works on panel b % slices and on the
+// contiguous range of 16-row tiles of group b / slices (tiles_per_group each), its warps taking
+// the range's tiles round-robin. CTAs of one group are adjacent, so the other panels' re-reads of
+// the same rows (slices > 1) come from L2.
+struct TcRowPlan {
+  TcLayout L;
+  int warps;
+  int groups;
+  int ctas;
+  int64_t tiles;
+  int64_t tiles_per_group;
+};
+
+// Fewest panels whose layout fits the device's opt-in shared memory with `warps` warps per CTA
+// (halving the warps when even panels of 16 do not fit: every warp has a region), then the grid:
+// one or two CTAs per SM (as many as fit), never more groups than tiles for every warp. false:
+// nothing fits (dx with d > ~13k on an H100: one 16-row panel of W alone exceeds shared memory).
+LC_HD bool plan_tc_rows(bool dx, int64_t n, int d, int r, int q, const DeviceBudget& dev, int warps, TcRowPlan* out) {
+  const int units = dx ? r : d;  // what the panels split
+  const int s_min = dx ? int(ceil_div(r, kDxMaxSliceRows)) : 1;
+  const int s_max = int(ceil_div(units, kMmaTile));
+  TcLayout L;
+  bool fits = false;
+  for (; warps >= 1 && !fits; warps /= 2) {
+    for (int s = s_min; s <= s_max; ++s) {
+      L = dx ? tc_dx_layout(d, r, q, s, warps) : tc_forward_layout(d, r, q, s, warps);
+      if (L.smem_bytes <= dev.smem_optin) {
+        fits = true;
+        break;
+      }
+      // a panel of 16 is the smallest; past it only fewer warps can help
+      if (L.panel == kMmaTile) break;
+    }
+    if (fits) break;
+  }
+  if (!fits) return false;
+  L.slices = int(ceil_div(units, L.panel));  // rounding the panel up may leave fewer, all non-empty
+  TcRowPlan pl;
+  pl.L = L;
+  pl.warps = warps;
+  pl.tiles = ceil_div(n, kMmaTile);
+  size_t per_sm = dev.smem_per_sm / (L.smem_bytes + 1024);  // 1 KB per block is reserved by the hardware
+  if (per_sm > size_t(dev.max_blocks_per_sm)) per_sm = size_t(dev.max_blocks_per_sm);
+  if (per_sm > 2) per_sm = 2;
+  if (per_sm < 1) per_sm = 1;
+  int64_t groups = int64_t(dev.num_sms) * int64_t(per_sm) / L.slices;
+  const int64_t need = ceil_div(pl.tiles, warps);
+  if (groups > need) groups = need;
+  if (groups < 1) groups = 1;
+  pl.tiles_per_group = pl.tiles > 0 ? ceil_div(pl.tiles, groups) : 1;
+  pl.groups = pl.tiles > 0 ? int(ceil_div(pl.tiles, pl.tiles_per_group)) : 0;
+  pl.ctas = pl.groups * L.slices;
+  *out = pl;
+  return true;
+}
+
+// dTheta / db on tensor cores: token chunks, each one CTA, summing u = [z | 1 | 0]^T dy for
+// every task present in the chunk into a fixed slot of fp32 partials (rows 0..r-1: dW, row r: db).
+// A CTA pools chunk_rows tokens at a time into shared memory (z, ones column, zero padding to
+// m_pad = r + 1 rounded up to 16), then walks the columns of dW in passes of 16 x warps (each warp
+// one 16-column strip and up to kParamsMaxMTiles 16-row tiles of dW in registers) over the pooled
+// tokens, 16 at a time, with dy staged through kParamsStages buffers (cp.async). A chunk longer than chunk_rows adds its
+// further sub-chunks into the slot it wrote (same warp, same elements). Flags mark which
+// (task, chunk) slots were written; the reduction skips the others.
+struct TcParamsPlan {
+  int m_pad;        // rows of a slot (r + 1 rounded up to 16)
+  int d_pad;        // columns of a slot (d rounded up to 16)
+  int zpitch;       // pooled-chunk pitch (elements)
+  int spitch;       // dy stage pitch (elements): 16 x warps + 8
+  int chunk_rows;   // tokens pooled at a time (multiple of 16)
+  int chunks;       // CTAs of the partial kernel (0 when n == 0)
+  int64_t rows_per_chunk;
+  int64_t slot_floats;
+  size_t z_bytes, stage_bytes, smem_bytes;
+  size_t part_bytes, workspace_bytes;  // slots, then T x chunks int flags
+};
+
+LC_HD bool plan_tc_params(int64_t n, int d, int r, int T, const DeviceBudget& dev, int warps, TcParamsPlan* out) {
+  TcParamsPlan pl;
+  pl.m_pad = round_up_int(r + 1, kMmaTile);
+  pl.d_pad = round_up_int(d, kMmaTile);
+  pl.zpitch = pl.m_pad + 8;
+  pl.spitch = kMmaTile * warps + 8;
+  pl.stage_bytes = align_smem(size_t(kMmaTile) * pl.spitch * 2);
+  const size_t fixed = size_t(kParamsStages) * pl.stage_bytes + kSmemAlign;
+  if (dev.smem_optin < fixed + align_smem(size_t(kMmaTile) * pl.zpitch * 2)) return false;
+  int64_t ch = int64_t((dev.smem_optin - fixed) / (size_t(pl.zpitch) * 2));
+  ch = ch / kMmaTile * kMmaTile;
+  if (ch > kParamsMaxChunkRows) ch = kParamsMaxChunkRows;
+  while (ch >= kMmaTile && align_smem(size_t(ch) * pl.zpitch * 2) + fixed > dev.smem_optin) ch -= kMmaTile;
+  if (ch < kMmaTile) return false;
+  const int64_t n_pad = ceil_div(n > 0 ? n : 1, kMmaTile) * kMmaTile;
+  if (ch > n_pad) ch = n_pad;  // a small batch needs no more
+  pl.chunk_rows = int(ch);
+  pl.z_bytes = align_smem(size_t(ch) * pl.zpitch * 2);
+  pl.smem_bytes = pl.z_bytes + fixed;
+  pl.slot_floats = int64_t(pl.m_pad) * pl.d_pad;
+  if (n <= 0) {
+    pl.chunks = 0;
+    pl.rows_per_chunk = ch;
+  } else {
+    int64_t chunks = ceil_div(n, ch);
+    const int64_t cap = 2 * int64_t(dev.num_sms > 0 ? dev.num_sms : 1);
+    if (chunks > cap) chunks = cap;
+    int64_t bound = kTcMaxWorkspaceFloats / (int64_t(T) * pl.slot_floats);
+    if (bound < 1) bound = 1;
+    if (chunks > bound) chunks = bound;
+    pl.rows_per_chunk = ceil_div(ceil_div(n, chunks), kMmaTile) * kMmaTile;
+    pl.chunks = int(ceil_div(n, pl.rows_per_chunk));
+  }
+  pl.part_bytes = size_t(T) * size_t(pl.chunks) * size_t(pl.slot_floats) * 4;
+  pl.workspace_bytes = pl.part_bytes + align_smem(size_t(T) * size_t(pl.chunks) * 4);
+  *out = pl;
+  return true;
 }
 
 }  // namespace cuda

@@ -352,6 +352,164 @@ static void test_planning() {
   }
 }
 
+// ---- tensor-core path: division helpers, layouts and planning -----------------------------------
+static void test_division_helpers() {
+  std::mt19937_64 rng(3);
+  for (int k = 0; k < 20000; ++k) {
+    const int64_t den = int64_t(rng() % (int64_t(1) << (k % 2 ? 12 : 40))) + 1;
+    const int64_t num = int64_t(rng() % (int64_t(1) << (k % 3 ? 31 : 52)));
+    CHECK(floor_div_nonneg(num, den) == num / den, "floor_div_nonneg(%lld, %lld) = %lld, expected %lld",
+          (long long)num, (long long)den, (long long)floor_div_nonneg(num, den), (long long)(num / den));
+  }
+  // the seed columns a panel of output columns interpolates from never exceed seed_span
+  for (int d : {8, 30, 40, 384, 768, 1024, 4096})
+    for (int q : {1, 2, 5, 7, 40, 192, 384, 512, 2048})
+      for (int cols : {16, 32, 48, 64, 784, 1024}) {
+        if (q > d) continue;
+        for (int j0 = 0; j0 < d; j0 += cols) {
+          const int j1 = std::min(d, j0 + cols);
+          const int span = interp_at(j1 - 1, d, q).hi - interp_at(j0, d, q).lo + 1;
+          CHECK(span <= seed_span(cols, d, q), "seed_span(%d, %d, %d) = %d < %d", cols, d, q, seed_span(cols, d, q), span);
+        }
+      }
+}
+
+static void test_tc_planning() {
+  const DeviceBudget h100{227 * 1024, 228 * 1024, 132}, a100{163 * 1024, 164 * 1024, 108},
+      tight{64 * 1024, 64 * 1024, 4};
+  const int geos[][3] = {{384, 48, 192}, {768, 96, 384}, {1024, 128, 512}, {4096, 512, 2048}, {40, 5, 40},
+                         {30, 5, 7}, {8192, 1024, 4096}, {768, 256, 7}, {16, 16, 16}};
+  for (const DeviceBudget& dev : {h100, a100, tight})
+    for (auto& gq : geos)
+      for (bool dx : {false, true})
+        for (int64_t n : {int64_t(1), int64_t(17), int64_t(4097), int64_t(1) << 18})
+          for (int warps : {2, 4, 8}) {
+            const int d = gq[0], r = gq[1], q = gq[2];
+            TcRowPlan pl;
+            if (!plan_tc_rows(dx, n, d, r, q, dev, warps, &pl)) {
+              // on a real budget only dx with a huge d may not fit (one 16-row panel of W, 16 x d, exceeds
+              // shared memory); the artificial 64 KB budget may also refuse d >= 4096
+              const bool real = dev.smem_optin >= a100.smem_optin;
+              CHECK((!real && d >= 4096) || (dx && size_t(16) * (d + 24) * 2 + 4 * q + 256 > dev.smem_optin),
+                    "plan_tc_rows(dx=%d, d=%d, r=%d) found no layout for %zu bytes", int(dx), d, r, dev.smem_optin);
+              continue;
+            }
+            CHECK(pl.warps >= 1 && pl.warps <= warps, "warps %d of %d", pl.warps, warps);
+            if (d <= 1024 && dev.smem_optin >= a100.smem_optin)
+              CHECK(pl.warps == warps, "d=%d should keep all %d warps, got %d", d, warps, pl.warps);
+            const TcLayout& L = pl.L;
+            CHECK(L.smem_bytes <= dev.smem_optin, "layout of %zu bytes exceeds %zu", L.smem_bytes, dev.smem_optin);
+            CHECK(L.panel % 16 == 0 && L.panel >= 16, "panel %d", L.panel);
+            const int units = dx ? r : d;
+            CHECK(int64_t(L.slices) * L.panel >= units && int64_t(L.slices - 1) * L.panel < units,
+                  "%d panels of %d do not cover %d exactly", L.slices, L.panel, units);
+            if (dx) CHECK(L.panel <= kDxMaxSliceRows, "dx panel %d rows > %d", L.panel, kDxMaxSliceRows);
+            CHECK(L.wpitch % 8 == 0 && L.zpitch % 8 == 0 && L.spitch % 4 == 0, "pitches %d %d %d break WMMA's ldm rule",
+                  L.wpitch, L.zpitch, L.spitch);
+            CHECK(L.panel_bytes % kSmemAlign == 0 && L.warp_bytes % kSmemAlign == 0 && L.z_bytes % kSmemAlign == 0,
+                  "region offsets must keep 32-byte alignment");
+            // the regions hold what the kernels put there
+            if (dx) {
+              CHECK(L.warp_bytes >= size_t(16) * L.zpitch * 2 && L.warp_bytes >= size_t(16) * L.spitch * 4 &&
+                        L.warp_bytes >= size_t(q) * 4,
+                    "dx warp region too small");
+              CHECK(L.kc % 16 == 0 && L.kc <= kDxChunkCols && 2 * L.kc <= 256, "dx chunk %d", L.kc);
+            } else {
+              CHECK(L.warp_bytes >= L.z_bytes + size_t(16) * L.spitch * 4 &&
+                        L.warp_bytes >= size_t(seed_span(L.panel, d, q)) * 4,
+                    "forward warp region too small");
+            }
+            // persistent grid: every tile in exactly one group, no empty group, at most 2 CTAs per SM
+            CHECK(pl.tiles == (n + 15) / 16, "tiles");
+            CHECK(int64_t(pl.groups) * pl.tiles_per_group >= pl.tiles &&
+                      int64_t(pl.groups - 1) * pl.tiles_per_group < pl.tiles,
+                  "groups %d x %lld do not partition %lld tiles", pl.groups, (long long)pl.tiles_per_group,
+                  (long long)pl.tiles);
+            CHECK(pl.groups <= (pl.tiles + pl.warps - 1) / pl.warps, "more groups than tiles for every warp");
+            CHECK(pl.ctas == pl.groups * L.slices && pl.ctas <= 2 * dev.num_sms + L.slices,
+                  "grid of %d CTAs for %d SMs", pl.ctas, dev.num_sms);
+          }
+  // the SPEC geometry on an H100 budget: W (96 x 768) fits one panel, as the design intends
+  TcRowPlan pl;
+  CHECK(plan_tc_rows(false, 1 << 18, 768, 96, 384, h100, 8, &pl) && pl.L.slices == 1, "d=768 forward should be one panel");
+  CHECK(plan_tc_rows(true, 1 << 18, 768, 96, 384, h100, 8, &pl) && pl.L.slices == 1, "d=768 dx should be one panel");
+  CHECK(plan_tc_rows(false, 1 << 18, 768, 96, 384, a100, 8, &pl) && pl.L.slices == 2, "d=768 forward on A100: 2 panels");
+
+  for (const DeviceBudget& dev : {h100, a100, tight})
+    for (auto& gq : geos)
+      for (int64_t n : {int64_t(0), int64_t(1), int64_t(17), int64_t(4097), int64_t(1) << 18})
+        for (int T : {1, 3, 64}) {
+          const int d = gq[0], r = gq[1];
+          TcParamsPlan pp;
+          if (!plan_tc_params(n, d, r, T, dev, 8, &pp)) {
+            CHECK(false, "plan_tc_params(d=%d r=%d) found no layout", d, r);
+            continue;
+          }
+          CHECK(pp.smem_bytes <= dev.smem_optin, "params smem %zu > %zu", pp.smem_bytes, dev.smem_optin);
+          CHECK(pp.m_pad >= r + 1 && pp.m_pad % 16 == 0 && pp.d_pad >= d && pp.d_pad % 16 == 0, "slot shape");
+          CHECK(pp.chunk_rows % 16 == 0 && pp.chunk_rows >= 16 && pp.chunk_rows <= kParamsMaxChunkRows, "chunk rows");
+          CHECK(pp.z_bytes >= size_t(pp.chunk_rows) * pp.zpitch * 2, "pooled chunk does not fit its region");
+          if (n == 0) {
+            CHECK(pp.chunks == 0, "no chunks for an empty batch");
+          } else {
+            CHECK(pp.rows_per_chunk % 16 == 0, "rows per chunk");
+            CHECK(int64_t(pp.chunks) * pp.rows_per_chunk >= n && int64_t(pp.chunks - 1) * pp.rows_per_chunk < n,
+                  "chunks do not partition n=%lld", (long long)n);
+            CHECK(pp.chunks <= 2 * dev.num_sms, "chunks %d", pp.chunks);
+            CHECK(pp.chunks == 1 || int64_t(T) * pp.chunks * pp.slot_floats <= kTcMaxWorkspaceFloats, "workspace bound");
+          }
+          CHECK(pp.workspace_bytes >= pp.part_bytes + size_t(T) * pp.chunks * 4, "flags do not fit the workspace");
+        }
+}
+
+// fast_connector (separable products, used by the emulation test) against the dense definition
+static void test_fast_reference() {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> nd;
+  for (const Geo& g : kGeos) {
+    std::vector<double> x(size_t(g.n) * g.d), dy(x.size()), theta(size_t(g.T) * g.K * g.p * g.q), bias(size_t(g.T) * g.d);
+    for (auto* v : {&x, &dy, &theta, &bias})
+      for (auto& e : *v) e = nd(rng);
+    std::vector<int64_t> ids(g.n);
+    for (int n = 0; n < g.n; ++n) ids[n] = (n * 7 / 3) % g.T;
+    const Dense want = dense_connector(g, x, dy, theta, bias, ids, 0.4, 0.9);
+    const Fast got = fast_connector(g, x, dy, theta, bias, ids, 0.4, 0.9);
+    compare("fast y", g, got.y, want.y);
+    compare("fast dx", g, got.dx, want.dx);
+    compare("fast dtheta", g, got.dtheta, want.dtheta);
+    compare("fast db", g, got.db, want.db);
+  }
+}
+
+// The plans for SPEC's default geometry on H100/H200 and A100 budgets (documentation: the figures
+// benchmarks/NOTES-gpu.md quotes; not checks).
+static void print_plans() {
+  struct Dev {
+    const char* name;
+    DeviceBudget b;
+  } devs[] = {{"H100/H200", {227 * 1024, 228 * 1024, 132}}, {"A100", {163 * 1024, 164 * 1024, 108}}};
+  std::printf("plans at SPEC defaults (r = d/8, q = d/2), N = 262144, 8 warps per CTA (CTAs/SM: by shared memory;\n"
+              "the launchers lower it to the kernel's register occupancy, 1 for 256 threads at 150-210 registers):\n");
+  std::printf("  %-10s %-5s %-6s %7s %8s %6s %6s %9s %10s\n", "device", "d", "kernel", "panels", "panel", "warps",
+              "CTAs", "smem/CTA", "CTAs/SM");
+  for (const Dev& dv : devs)
+    for (int d : {384, 768, 1024, 4096}) {
+      const int r = d / 8, q = d / 2;
+      for (bool dx : {false, true}) {
+        TcRowPlan pl;
+        if (!plan_tc_rows(dx, int64_t(1) << 18, d, r, q, dv.b, 8, &pl)) continue;
+        const size_t per_sm = std::min<size_t>(2, dv.b.smem_per_sm / (pl.L.smem_bytes + 1024));
+        std::printf("  %-10s %-5d %-6s %7d %8d %6d %6d %9zu %10zu\n", dv.name, d, dx ? "dx" : "fwd", pl.L.slices,
+                    pl.L.panel, pl.warps, pl.ctas, pl.L.smem_bytes, per_sm);
+      }
+      TcParamsPlan pp;
+      if (plan_tc_params(int64_t(1) << 18, d, r, 1, dv.b, 8, &pp))
+        std::printf("  %-10s %-5d %-6s chunks %d x %lld rows, %d pooled per pass, %zu B smem, workspace %.1f MB\n",
+                    dv.name, d, "params", pp.chunks, (long long)pp.rows_per_chunk, pp.chunk_rows, pp.smem_bytes,
+                    pp.workspace_bytes / 1e6);
+    }
+}
+
 int main() {
   test_interp_positions();
   test_first_out_with_lo();
@@ -360,6 +518,10 @@ int main() {
   test_adjoint_gather();
   test_emulation();
   test_planning();
+  test_division_helpers();
+  test_tc_planning();
+  test_fast_reference();
+  print_plans();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   if (g_failures == 0) std::printf("HOST TEST PASSED\n");
   return g_failures == 0 ? 0 : 1;
