@@ -12,6 +12,7 @@ Knobs (environment variables):
   LC_CUDA_ARCHS="80;90"  explicit compute capabilities for -gencode (default 80 and 90)
   MAX_JOBS=N           parallel compile jobs (default: from CPU count and memory)
 """
+
 import glob
 import os
 import sys
@@ -54,12 +55,12 @@ def extensions():
     # extension then shares torch's bundled libgomp (same soname, already loaded by torch).
     cxx = ["-O3", "-std=c++17", "-fopenmp", f'-DLC_TORCH_VERSION="{torch.__version__}"']
     link = ["-fopenmp"]
-    sources = _rel([os.path.join(HERE, "csrc", "ext.cpp")] + sorted(glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp"))))
+    sources = _rel(
+        [os.path.join(HERE, "csrc", "ext.cpp")] + sorted(glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
+    )
     include_dirs = [os.path.join(HERE, "csrc")]
 
-    want_cuda = os.environ.get("LC_FORCE_CUDA") == "1" or (
-        torch.version.cuda is not None and CUDA_HOME is not None
-    )
+    want_cuda = os.environ.get("LC_FORCE_CUDA") == "1" or (torch.version.cuda is not None and CUDA_HOME is not None)
     if os.environ.get("LC_SKIP_CUDA") == "1":
         want_cuda = False
     if want_cuda:
@@ -80,7 +81,9 @@ def extensions():
             extra_link_args=link,
         )
     else:
-        ext = CppExtension("lc_kernels._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx}, extra_link_args=link)
+        ext = CppExtension(
+            "lc_kernels._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx}, extra_link_args=link
+        )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 

@@ -4,6 +4,7 @@
 A thin entry point; the benchmark lives in ``layerconnect.apps.bench.connector`` (also reachable as
 ``layerconnect bench``). ``python benchmarks/bench_connector.py --help`` for the options.
 """
+
 import os
 import sys
 

@@ -4,6 +4,7 @@
 A thin entry point; the benchmark lives in ``layerconnect.apps.bench.e2e`` (also reachable as
 ``layerconnect bench --e2e``). ``python benchmarks/bench_e2e.py --help`` for the options.
 """
+
 import os
 import sys
 

@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import lc_kernels
-    from lc_kernels import _ext
     from layerconnect.apps.bench import harness as H
+    from lc_kernels import _ext
 
     if "cpu" not in lc_kernels.available_backends():
         raise SystemExit("the cpu backend is not built here: pip install --no-build-isolation -e .")
@@ -61,17 +61,33 @@ def main(argv=None) -> int:
         H.Variant("plan_", lambda i: zero.forward(xs[i], None, xs[i])),
     ]
     with torch.inference_mode():
-        stats = H.measure_interleaved(variants, device=torch.device("cpu"), n_buffers=2, warmup=3,
-                                      repeats=args.repeats, min_sample_s=0.02, rng=random.Random(0))
+        stats = H.measure_interleaved(
+            variants,
+            device=torch.device("cpu"),
+            n_buffers=2,
+            warmup=3,
+            repeats=args.repeats,
+            min_sample_s=0.02,
+            rng=random.Random(0),
+        )
     base = stats["add"].median
-    rows = [[name, f"{st.median * 1e6:.2f}", f"{st.q1 * 1e6:.2f}-{st.q3 * 1e6:.2f}", f"{st.median / base:.2f}"]
-            for name, st in stats.items()]
+    rows = [
+        [name, f"{st.median * 1e6:.2f}", f"{st.q1 * 1e6:.2f}-{st.q3 * 1e6:.2f}", f"{st.median / base:.2f}"]
+        for name, st in stats.items()
+    ]
     print(f"host cost per call, N={n}, d={d}, float32, {args.threads} thread(s)")
     print(H.format_table(["variant", "median us", "IQR us", "x add"], rows))
-    res = {"schema": "layerconnect.bench.host/1", "n": n, "d": d, "threads": args.threads,
-           "env": H.environment(torch.device("cpu")),
-           "results": {name: {"median_us": st.median * 1e6, "q1_us": st.q1 * 1e6, "q3_us": st.q3 * 1e6,
-                              "x_add": st.median / base} for name, st in stats.items()}}
+    res = {
+        "schema": "layerconnect.bench.host/1",
+        "n": n,
+        "d": d,
+        "threads": args.threads,
+        "env": H.environment(torch.device("cpu")),
+        "results": {
+            name: {"median_us": st.median * 1e6, "q1_us": st.q1 * 1e6, "q3_us": st.q3 * 1e6, "x_add": st.median / base}
+            for name, st in stats.items()
+        },
+    }
     H.write_json_atomic(H.Path(args.out) / "host.json", res)
     print(f"wrote {os.path.join(args.out, 'host.json')}")
     return 0

@@ -20,6 +20,7 @@ in a freshly shuffled order each round, median reported; plus each mode's median
 Memory: bytes of a task artefact on disk, bytes a task adds to the stacked in-memory parameters,
 and the bytes T model copies would take. Prints a table and writes JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,11 +97,13 @@ def _measure(fns: dict, reps: int) -> tuple:
             c0 = time.process_time()
             fn()
             cpu[name].append(time.process_time() - c0)
+
         return Variant(name, run)
 
     # one input set: the batch is tiny next to the weights (~87 MB for MiniLM), which no cache holds
-    stats = measure_interleaved([variant(k, f) for k, f in fns.items()], device=torch.device("cpu"),
-                                n_buffers=1, warmup=1, repeats=reps)
+    stats = measure_interleaved(
+        [variant(k, f) for k, f in fns.items()], device=torch.device("cpu"), n_buffers=1, warmup=1, repeats=reps
+    )
     # the warm-up call is in cpu[] too: drop it
     return stats, {k: statistics.median(v[1:] or v) for k, v in cpu.items()}
 
@@ -136,8 +139,10 @@ def main(argv=None) -> int:
     rows_out = []
     try:
         arts = _make_artefacts(model_path, max(ts), tmp, cfg)
-        mt = MultiTaskModel(model_path, {}, backend=backend, max_length=args.seq)
-        tok = mt.tokenizer
+        from transformers import AutoTokenizer
+
+        mt = MultiTaskModel(model_path, {}, backend=backend)
+        tok = AutoTokenizer.from_pretrained(model_path)
         enc = tok(_texts(args.batch), padding="max_length", truncation=True, max_length=args.seq, return_tensors="pt")
         enc = dict(enc)
         base = _single_model(model_path, arts[0], backend)
@@ -155,20 +160,22 @@ def main(argv=None) -> int:
             states = {k: load_file(os.path.join(arts[k], "connectors.safetensors")) for k, _ in groups}
             params = dict(base.named_parameters())
 
-            def sequential():
+            def sequential(groups=groups, states=states, params=params):
                 for k, rows in groups:
                     for n in task_tensors:
                         params[n].copy_(states[k][n])
                     base(**{key: v[rows] for key, v in enc.items()})
 
-            fns = {"single": lambda: base(**enc),
-                   "mixed": lambda: mt.forward_groups(task_ids=ids, **enc),
-                   "sequential": sequential}
+            fns = {
+                "single": lambda: base(**enc),
+                "mixed": lambda ids=ids: mt.forward_groups(task_ids=ids, **enc),
+                "sequential": sequential,
+            }
             copies = {}
             if T <= args.max_copies:
                 copies = {k: _single_model(model_path, arts[k], backend) for k, _ in groups}
 
-                def run_copies():
+                def run_copies(groups=groups, copies=copies):
                     for k, rows in groups:
                         copies[k](**{key: v[rows] for key, v in enc.items()})
 
@@ -186,11 +193,14 @@ def main(argv=None) -> int:
                 "mixed_vs_single": t_single / t_mixed,
                 "sequential_seq_per_s": args.batch / t_seq,
                 "copies_seq_per_s": None if t_copies is None else args.batch / t_copies,
-                "wall_s_per_batch": {k: {"median": v.median, "q1": v.q1, "q3": v.q3, "min": v.min}
-                                     for k, v in stats.items()},
+                "wall_s_per_batch": {
+                    k: {"median": v.median, "q1": v.q1, "q3": v.q3, "min": v.min} for k, v in stats.items()
+                },
                 "cpu_s_per_batch": cpu,
                 "mixed_vs_single_cpu": cpu["single"] / cpu["mixed"],
-                "mixed_ms": 1000 * t_mixed, "single_ms": 1000 * t_single, "sequential_ms": 1000 * t_seq,
+                "mixed_ms": 1000 * t_mixed,
+                "single_ms": 1000 * t_single,
+                "sequential_ms": 1000 * t_seq,
                 "copies_ms": None if t_copies is None else 1000 * t_copies,
                 "artefact_bytes_per_task": _dir_bytes(arts[0]),
                 "stacked_bytes_per_task": per_task_mem,
@@ -198,9 +208,14 @@ def main(argv=None) -> int:
                 "copies_bytes_total": T * base_bytes,
             }
             rows_out.append(rec)
-            print(f"T={T:3d}: single {rec['single_seq_per_s']:7.1f} seq/s | mixed {rec['mixed_seq_per_s']:7.1f} seq/s "
-                  f"({100 * rec['mixed_vs_single']:5.1f} % of single; CPU time {100 * rec['mixed_vs_single_cpu']:5.1f} %) | sequential {rec['sequential_seq_per_s']:7.1f} | "
-                  f"copies {'-' if t_copies is None else format(rec['copies_seq_per_s'], '7.1f')}", flush=True)
+            print(
+                f"T={T:3d}: single {rec['single_seq_per_s']:7.1f} seq/s | mixed {rec['mixed_seq_per_s']:7.1f} seq/s "
+                f"({100 * rec['mixed_vs_single']:5.1f} % of single; "
+                f"CPU time {100 * rec['mixed_vs_single_cpu']:5.1f} %) "
+                f"| sequential {rec['sequential_seq_per_s']:7.1f} | "
+                f"copies {'-' if t_copies is None else format(rec['copies_seq_per_s'], '7.1f')}",
+                flush=True,
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -214,21 +229,32 @@ def main(argv=None) -> int:
         "base_param_bytes": base_bytes,
         "geometry": g.to_dict(),
         "backend": backend,
-        "batch": args.batch, "seq": args.seq, "reps": args.reps,
+        "batch": args.batch,
+        "seq": args.seq,
+        "reps": args.reps,
         "results": rows_out,
     }
     print()
-    print(f"batch {args.batch} x {args.seq} tokens, backend {backend}, base model {base_bytes / 2**20:.1f} MiB "
-          f"(d={g.d}, L={g.L}, r={g.r}, K={g.K}, p={g.p}, q={g.q}, |P|={g.num_connectors})")
-    hdr = ("| T | single seq/s | mixed seq/s | mixed / single (median wall) | mixed / single (median CPU time) | T sequential batches seq/s | T copies seq/s "
-           "| artefact bytes/task | stacked bytes/task | T copies bytes |")
+    print(
+        f"batch {args.batch} x {args.seq} tokens, backend {backend}, base model {base_bytes / 2**20:.1f} MiB "
+        f"(d={g.d}, L={g.L}, r={g.r}, K={g.K}, p={g.p}, q={g.q}, |P|={g.num_connectors})"
+    )
+    hdr = (
+        "| T | single seq/s | mixed seq/s | mixed / single (median wall) | mixed / single (median CPU time) "
+        "| T sequential batches seq/s | T copies seq/s "
+        "| artefact bytes/task | stacked bytes/task | T copies bytes |"
+    )
     print(hdr)
     print("|" + "---|" * 10)
     for r in rows_out:
         copies = "-" if r["copies_seq_per_s"] is None else f"{r['copies_seq_per_s']:.1f}"
-        print(f"| {r['T']} | {r['single_seq_per_s']:.1f} | {r['mixed_seq_per_s']:.1f} | {100 * r['mixed_vs_single']:.1f} % | {100 * r['mixed_vs_single_cpu']:.1f} % "
-              f"| {r['sequential_seq_per_s']:.1f} | {copies} | {r['artefact_bytes_per_task']:,} "
-              f"| {r['stacked_bytes_per_task']:,} | {r['copies_bytes_total']:,} |")
+        print(
+            f"| {r['T']} | {r['single_seq_per_s']:.1f} | {r['mixed_seq_per_s']:.1f} "
+            f"| {100 * r['mixed_vs_single']:.1f} % "
+            f"| {100 * r['mixed_vs_single_cpu']:.1f} % "
+            f"| {r['sequential_seq_per_s']:.1f} | {copies} | {r['artefact_bytes_per_task']:,} "
+            f"| {r['stacked_bytes_per_task']:,} | {r['copies_bytes_total']:,} |"
+        )
     write_json_atomic(args.out, meta)
     print(f"\nwrote {args.out}")
     return 0

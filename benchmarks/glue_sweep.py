@@ -90,10 +90,20 @@ COLLAPSE = 0.95
 # --- plan ---------------------------------------------------------------------------------------------------
 
 
-def spec(stage: str, task: str, method: str, lr: float, seed: int = 42, pooling: str = "mean",
-         options: Optional[dict] = None) -> dict:
-    s = {"stage": stage, "task": task, "method": method, "lr": lr, "seed": seed, "pooling": pooling,
-         "options": dict(options or {}), "epochs": EPOCHS[task], "train_subsample": SUBSAMPLE.get(task)}
+def spec(
+    stage: str, task: str, method: str, lr: float, seed: int = 42, pooling: str = "mean", options: Optional[dict] = None
+) -> dict:
+    s = {
+        "stage": stage,
+        "task": task,
+        "method": method,
+        "lr": lr,
+        "seed": seed,
+        "pooling": pooling,
+        "options": dict(options or {}),
+        "epochs": EPOCHS[task],
+        "train_subsample": SUBSAMPLE.get(task),
+    }
     opt = "".join(f"-{k}={v}" for k, v in sorted(s["options"].items()))
     s["id"] = f"{task}-{method}-lr{lr:g}-{pooling}{opt}-s{seed}".replace(",", ".")
     return s
@@ -114,17 +124,34 @@ def _mean_selection(results: dict, specs: List[dict]) -> Optional[float]:
 
 def readout_screen(results: dict):
     """(specs, chosen readout or None while unfinished)."""
-    specs = {p: [spec("screen", t, m, SCREEN_LR[m], pooling=p,
-                      options=LC_VARIANTS[SCREEN_VARIANT] if m == "layerconnect" else None)
-                 for m in ("layerconnect", "houlsby") for t in SCREEN_TASKS] for p in READOUTS}
+    specs = {
+        p: [
+            spec(
+                "screen",
+                t,
+                m,
+                SCREEN_LR[m],
+                pooling=p,
+                options=LC_VARIANTS[SCREEN_VARIANT] if m == "layerconnect" else None,
+            )
+            for m in ("layerconnect", "houlsby")
+            for t in SCREEN_TASKS
+        ]
+        for p in READOUTS
+    }
     scores = {p: _mean_selection(results, ss) for p, ss in specs.items()}
     chosen = None if any(v is None for v in scores.values()) else max(READOUTS, key=lambda p: scores[p])
     return [s for p in READOUTS for s in specs[p]], chosen, scores
 
 
 def variant_screen(results: dict, readout: str):
-    specs = {v: [spec("screen", t, "layerconnect", SCREEN_LR["layerconnect"], pooling=readout, options=o)
-                 for t in SCREEN_TASKS] for v, o in LC_VARIANTS.items()}
+    specs = {
+        v: [
+            spec("screen", t, "layerconnect", SCREEN_LR["layerconnect"], pooling=readout, options=o)
+            for t in SCREEN_TASKS
+        ]
+        for v, o in LC_VARIANTS.items()
+    }
     scores = {v: _mean_selection(results, ss) for v, ss in specs.items()}
     chosen = None if any(v is None for v in scores.values()) else max(LC_VARIANTS, key=lambda v: scores[v])
     return [s for v in LC_VARIANTS for s in specs[v]], chosen, scores
@@ -198,10 +225,33 @@ def save_results(path: str, results: dict) -> None:
 
 
 def train_argv(s: dict, data_dir: str, out_dir: str, threads: Optional[int]) -> List[str]:
-    a = ["layerconnect", "train", "--task", s["task"], "--method", s["method"], "--data-dir", data_dir,
-         "--output-dir", out_dir, "--epochs", str(s["epochs"]), "--lr", repr(s["lr"]), "--pooling", s["pooling"],
-         "--batch-size", str(BATCH), "--max-length", str(MAX_LENGTH), "--seed", str(s["seed"]), "--no-progress",
-         "--logging-steps", "20"]
+    a = [
+        "layerconnect",
+        "train",
+        "--task",
+        s["task"],
+        "--method",
+        s["method"],
+        "--data-dir",
+        data_dir,
+        "--output-dir",
+        out_dir,
+        "--epochs",
+        str(s["epochs"]),
+        "--lr",
+        repr(s["lr"]),
+        "--pooling",
+        s["pooling"],
+        "--batch-size",
+        str(BATCH),
+        "--max-length",
+        str(MAX_LENGTH),
+        "--seed",
+        str(s["seed"]),
+        "--no-progress",
+        "--logging-steps",
+        "20",
+    ]
     if s["train_subsample"]:
         a += ["--train-subsample", str(s["train_subsample"])]
     for k, v in sorted(s["options"].items()):
@@ -214,14 +264,31 @@ def train_argv(s: dict, data_dir: str, out_dir: str, threads: Optional[int]) -> 
 def _record(rec: dict, out_dir: str) -> dict:
     with open(os.path.join(out_dir, "metrics.json")) as fh:
         m = json.load(fh)
-    collapsed = (m.get("final_train_loss") is not None
-                 and m["final_train_loss"] >= COLLAPSE * m["constant_train_loss"])
-    keys = ("score", "scores", "majority_dev_score", "final_train_loss", "constant_train_loss", "trainable_params",
-            "head_params", "trainable_params_with_head", "train_size", "global_steps", "train_runtime_s",
-            "wall_time_s", "versions")
+    collapsed = m.get("final_train_loss") is not None and m["final_train_loss"] >= COLLAPSE * m["constant_train_loss"]
+    keys = (
+        "score",
+        "scores",
+        "majority_dev_score",
+        "final_train_loss",
+        "constant_train_loss",
+        "trainable_params",
+        "head_params",
+        "trainable_params_with_head",
+        "train_size",
+        "global_steps",
+        "train_runtime_s",
+        "wall_time_s",
+        "versions",
+    )
     rec.update({k: m.get(k) for k in keys})
-    rec.update(status="done", selection_score=m["selection"]["score"], best_step=m["selection"]["best_step"],
-               selection_history=m["selection"]["history"], collapsed=bool(collapsed), finished_utc=m["time_utc"])
+    rec.update(
+        status="done",
+        selection_score=m["selection"]["score"],
+        best_step=m["selection"]["best_step"],
+        selection_history=m["selection"]["history"],
+        collapsed=bool(collapsed),
+        finished_utc=m["time_utc"],
+    )
     return rec
 
 
@@ -233,11 +300,11 @@ class Job:
         if os.path.isdir(self.out) and any(n.startswith("checkpoint-") for n in os.listdir(self.out)):
             argv.append("--resume")
         self.shown = " ".join(train_argv(s, args.data_dir, self.out, args.threads)[:]) + (
-            " --resume" if argv[-1] == "--resume" else "")
+            " --resume" if argv[-1] == "--resume" else ""
+        )
         self.log = open(self.out + ".log", "a")
         cmd = [sys.executable, "-m", "layerconnect.cli", *argv[1:]]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=args.source or REPO)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=args.source or REPO)
 
 
 def _finish(job: Job, results: dict, args) -> None:
@@ -254,8 +321,11 @@ def _finish(job: Job, results: dict, args) -> None:
     rec["last_attempt_s"] = round(time.time() - job.t0, 1)
     results["runs"][s["id"]] = rec
     save_results(args.results, results)
-    print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] {rec['status']} {s['id']} sel={rec.get('selection_score')} "
-          f"dev={rec.get('score')} collapsed={rec.get('collapsed')} ({rec['last_attempt_s']:.0f}s)", flush=True)
+    print(
+        f"[{time.strftime('%H:%M:%S', time.gmtime())}] {rec['status']} {s['id']} sel={rec.get('selection_score')} "
+        f"dev={rec.get('score')} collapsed={rec.get('collapsed')} ({rec['last_attempt_s']:.0f}s)",
+        flush=True,
+    )
 
 
 def _deadline(stop_at: Optional[str]) -> Optional[float]:
@@ -275,8 +345,14 @@ def cmd_run(args) -> int:
         with open(os.path.join(args.source, "SOURCE_COMMIT")) as fh:
             results["source_commit"] = fh.read().strip()
     save_results(args.results, results)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONPATH=os.path.abspath(args.source or REPO))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.path.abspath(args.source or REPO),
+    )
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     deadline, running = _deadline(args.stop_at), []
@@ -293,8 +369,13 @@ def cmd_run(args) -> int:
             print("sweep: past --stop-at; stopped", flush=True)
             return 0
         busy = {j.s["id"] for j in running}
-        todo = [s for s in plan(results)[0] if _done(results, s) is None and s["id"] not in busy
-                and results["runs"].get(s["id"], {}).get("attempts", 0) < args.max_attempts]
+        todo = [
+            s
+            for s in plan(results)[0]
+            if _done(results, s) is None
+            and s["id"] not in busy
+            and results["runs"].get(s["id"], {}).get("attempts", 0) < args.max_attempts
+        ]
         while todo and len(running) < args.jobs:
             s = todo.pop(0)
             print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] start {s['id']}", flush=True)
@@ -313,11 +394,11 @@ def cmd_snapshot(args) -> int:
     if os.path.exists(dst):
         shutil.rmtree(dst)
     for pkg in ("lc_kernels", "layerconnect"):
-        shutil.copytree(os.path.join(REPO, pkg), os.path.join(dst, pkg),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(os.path.join(REPO, pkg), os.path.join(dst, pkg), ignore=shutil.ignore_patterns("__pycache__"))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "lc_kernels", "layerconnect"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "lc_kernels", "layerconnect"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     with open(os.path.join(dst, "SOURCE_COMMIT"), "w") as fh:
         fh.write(commit + (" (with uncommitted changes)" if dirty else "") + "\n")
     print(f"snapshot of {commit} in {dst}")
@@ -328,8 +409,10 @@ def cmd_plan(args) -> int:
     results = load_results(args.results)
     specs, ch = plan(results)
     todo = [s for s in specs if _done(results, s) is None]
-    print(f"choices so far: readout={ch['readout']} variant={ch['variant']}; {len(specs) - len(todo)} of "
-          f"{len(specs)} planned runs done (later stages appear once their inputs finish)")
+    print(
+        f"choices so far: readout={ch['readout']} variant={ch['variant']}; {len(specs) - len(todo)} of "
+        f"{len(specs)} planned runs done (later stages appear once their inputs finish)"
+    )
     for s in todo[: args.limit]:
         print("  ", s["stage"], s["id"])
     return 0
@@ -346,8 +429,11 @@ def _fmt(xs: List[float]) -> str:
     if not xs:
         return "—"
     se = _se(xs)
-    return f"{statistics.mean(xs):.1f}" + (f" ± {se:.1f}" if se is not None else "") + (
-        f" (n={len(xs)})" if len(xs) > 1 else "")
+    return (
+        f"{statistics.mean(xs):.1f}"
+        + (f" ± {se:.1f}" if se is not None else "")
+        + (f" (n={len(xs)})" if len(xs) > 1 else "")
+    )
 
 
 def bootstrap_gap(a: Dict[str, List[float]], b: Dict[str, List[float]], reps: int = 10000, seed: int = 0):
@@ -360,8 +446,12 @@ def bootstrap_gap(a: Dict[str, List[float]], b: Dict[str, List[float]], reps: in
     rng = random.Random(seed)
     draws = []
     for _ in range(reps):
-        draws.append(statistics.mean(statistics.mean(rng.choices(a[t], k=len(a[t])))
-                                     - statistics.mean(rng.choices(b[t], k=len(b[t]))) for t in tasks))
+        draws.append(
+            statistics.mean(
+                statistics.mean(rng.choices(a[t], k=len(a[t]))) - statistics.mean(rng.choices(b[t], k=len(b[t])))
+                for t in tasks
+            )
+        )
     draws.sort()
     return gap, (draws[int(0.025 * reps)], draws[int(0.975 * reps) - 1])
 
@@ -372,10 +462,16 @@ def _main_scores(results: dict, ch: dict, method: str) -> Dict[str, List[float]]
         lr = ch["lr"].get((t, method))
         if lr is None:
             continue
-        xs = [r["score"] for r in results["runs"].values() if r.get("status") == "done"
-              and r["spec"]["task"] == t and r["spec"]["method"] == method and r["spec"]["lr"] == lr
-              and r["spec"]["pooling"] == ch["readout"]
-              and (method != "layerconnect" or r["spec"]["options"] == LC_VARIANTS[ch["variant"]])]
+        xs = [
+            r["score"]
+            for r in results["runs"].values()
+            if r.get("status") == "done"
+            and r["spec"]["task"] == t
+            and r["spec"]["method"] == method
+            and r["spec"]["lr"] == lr
+            and r["spec"]["pooling"] == ch["readout"]
+            and (method != "layerconnect" or r["spec"]["options"] == LC_VARIANTS[ch["variant"]])
+        ]
         if xs:
             out[t] = xs
     return out
@@ -391,8 +487,10 @@ def _screen_table(w, results: dict, title: str, specs: List[dict], key) -> None:
             w(f"| {key(s)} | {s['task']} | (not run yet) | | |")
             continue
         ratio = (r["final_train_loss"] / r["constant_train_loss"]) if r.get("final_train_loss") else float("nan")
-        w(f"| {key(s)} | {s['task']} | {r['selection_score']:.1f} | {r['score']:.1f} | {ratio:.2f}"
-          f"{' (collapsed)' if r['collapsed'] else ''} |")
+        w(
+            f"| {key(s)} | {s['task']} | {r['selection_score']:.1f} | {r['score']:.1f} | {ratio:.2f}"
+            f"{' (collapsed)' if r['collapsed'] else ''} |"
+        )
     w("")
 
 
@@ -404,29 +502,40 @@ def cmd_report(args) -> int:
     w = lines.append
     n_done = sum(1 for s in specs if _done(results, s))
     w("# GLUE results, protocol v3 (generated by `benchmarks/glue_sweep.py report`; raw: `glue_results.json`)\n")
-    w(f"**Status:** {n_done} of {len(specs)} runs planned so far are finished (later stages are planned once "
-      f"their inputs finish; the full protocol is about 150 runs). Generated "
-      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Earlier protocols: `GLUE_RESULTS_v2.md`.\n")
+    w(
+        f"**Status:** {n_done} of {len(specs)} runs planned so far are finished (later stages are planned once "
+        f"their inputs finish; the full protocol is about 150 runs). Generated "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Earlier protocols: `GLUE_RESULTS_v2.md`.\n"
+    )
     w("## Protocol\n")
     w(__doc__.split("Protocol (written down before any v3 run; SPEC §7):")[1].split("Each run is one")[0].strip())
     vers = next((r.get("versions") for r in done if r.get("versions")), {})
-    w(f"\nVersions: {json.dumps({k: v for k, v in (vers or {}).items() if k != 'git_commit'})}; code: commit "
-      f"`{results.get('source_commit', 'working tree')}`. Runs share 2 CPU cores with other work: times are wall "
-      "clock, not comparable between runs. Sweep commands: "
-      + "; ".join(f"`{c}`" for c in results.get("sweep_commands", [])[-2:]) + ". Each run's exact "
-      "`layerconnect train` command is in the JSON (`runs[id].command`).\n")
+    w(
+        f"\nVersions: {json.dumps({k: v for k, v in (vers or {}).items() if k != 'git_commit'})}; code: commit "
+        f"`{results.get('source_commit', 'working tree')}`. Runs share 2 CPU cores with other work: times are wall "
+        "clock, not comparable between runs. Sweep commands: "
+        + "; ".join(f"`{c}`" for c in results.get("sweep_commands", [])[-2:])
+        + ". Each run's exact "
+        "`layerconnect train` command is in the JSON (`runs[id].command`).\n"
+    )
     rs, _, rscores = readout_screen(results)
     w("## Stage 1: readout screen (seed 42)\n")
-    w("Mean held-out score per readout: " + ", ".join(
-        f"{p} {v:.1f}" if v is not None else f"{p} (unfinished)" for p, v in rscores.items())
-      + (f" → **{ch['readout']}**" if ch["readout"] else "") + "\n")
+    w(
+        "Mean held-out score per readout: "
+        + ", ".join(f"{p} {v:.1f}" if v is not None else f"{p} (unfinished)" for p, v in rscores.items())
+        + (f" → **{ch['readout']}**" if ch["readout"] else "")
+        + "\n"
+    )
     _screen_table(w, results, "runs", rs, lambda s: f"{s['method']} {s['pooling']}")
     if ch["readout"]:
         vs, _, vscores = variant_screen(results, ch["readout"])
         w("## Stage 2: LayerConnect variants (seed 42, readout " + ch["readout"] + ")\n")
-        w("Mean held-out score: " + ", ".join(f"{v} {x:.1f}" if x is not None else f"{v} (unfinished)"
-                                              for v, x in vscores.items())
-          + (f" → **{ch['variant']}**" if ch["variant"] else "") + "\n")
+        w(
+            "Mean held-out score: "
+            + ", ".join(f"{v} {x:.1f}" if x is not None else f"{v} (unfinished)" for v, x in vscores.items())
+            + (f" → **{ch['variant']}**" if ch["variant"] else "")
+            + "\n"
+        )
         _screen_table(w, results, "runs", vs, lambda s: next(k for k, o in LC_VARIANTS.items() if o == s["options"]))
     if ch["variant"]:
         _main_tables(w, results, ch)
@@ -453,15 +562,24 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         if r.get("status") == "done":
             maj.setdefault(r["spec"]["task"], r["majority_dev_score"])
     w("| majority class | " + " | ".join(f"{maj[t]:.1f}" if t in maj else "—" for t in TASKS) + " | | 0 |\n")
-    w("Chosen learning rates (held-out score, non-collapsed): " + "; ".join(
-        f"{m} " + ", ".join(f"{t} {ch['lr'][(t, m)]:g}" for t in TASKS if ch["lr"].get((t, m)) is not None)
-        for m in ["layerconnect", "houlsby"] + BASELINES if any(ch["lr"].get((t, m)) for t in TASKS)) + ".\n")
+    w(
+        "Chosen learning rates (held-out score, non-collapsed): "
+        + "; ".join(
+            f"{m} " + ", ".join(f"{t} {ch['lr'][(t, m)]:g}" for t in TASKS if ch["lr"].get((t, m)) is not None)
+            for m in ["layerconnect", "houlsby"] + BASELINES
+            if any(ch["lr"].get((t, m)) for t in TASKS)
+        )
+        + ".\n"
+    )
     a, b = scores.get("layerconnect", {}), scores.get("houlsby", {})
     if a and b and set(a) & set(b):
         gap, ci = bootstrap_gap(a, b)
         common = sorted(set(a) & set(b))
-        w(f"**LayerConnect − Houlsby, mean over {len(common)} task(s):** {gap:+.2f} points; 95 % bootstrap interval "
-          + (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "not available (a task has a single seed)") + ".\n")
+        w(
+            f"**LayerConnect − Houlsby, mean over {len(common)} task(s):** {gap:+.2f} points; 95 % bootstrap interval "
+            + (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "not available (a task has a single seed)")
+            + ".\n"
+        )
     collapsed = [r["spec"]["id"] for r in results["runs"].values() if r.get("status") == "done" and r["collapsed"]]
     w(f"Collapsed runs (excluded from selection): {', '.join(collapsed) or 'none'}.\n")
 
@@ -475,11 +593,16 @@ def _write(args, lines: List[str]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="see the module docstring (python -m pydoc benchmarks/glue_sweep.py)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="see the module docstring (python -m pydoc benchmarks/glue_sweep.py)",
+    )
     p.add_argument("command", choices=("run", "plan", "report", "snapshot"))
-    p.add_argument("--data-dir", default=os.environ.get("LAYERCONNECT_GLUE_DIR", os.path.join("..", "shared", "glue")),
-                   help="GLUE TSV folder (default: $LAYERCONNECT_GLUE_DIR, else ../shared/glue)")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("LAYERCONNECT_GLUE_DIR", os.path.join("..", "shared", "glue")),
+        help="GLUE TSV folder (default: $LAYERCONNECT_GLUE_DIR, else ../shared/glue)",
+    )
     p.add_argument("--results", default=RESULTS_JSON, help=f"results JSON (default {RESULTS_JSON})")
     p.add_argument("--out", default=RESULTS_MD, help=f"report file (default {RESULTS_MD})")
     p.add_argument("--run-root", default=RUN_ROOT, help=f"where runs write (default {RUN_ROOT})")

@@ -41,6 +41,7 @@ The adapters are inserted with forward hooks on the sub-layer's last module (its
 DistilBERT's ``out_lin``) so the base modules and their state-dict keys are untouched; the adapter
 modules are registered as ``mh_adapter`` / ``output_adapter`` children of each Transformer layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,10 +67,12 @@ METHODS = ("layerconnect", "houlsby", "pfeiffer", "lora", "bitfit", "head", "ful
 
 # AdapterHub's presets (adapters/configuration/adapter_config.py: DoubleSeqBnConfig, SeqBnConfig).
 BOTTLENECK_PRESETS: Dict[str, dict] = {
-    "houlsby": dict(mh_adapter=True, output_adapter=True, non_linearity="swish", reduction_factor=16,
-                    original_ln_before=False),
-    "pfeiffer": dict(mh_adapter=False, output_adapter=True, non_linearity="relu", reduction_factor=16,
-                     original_ln_before=True),
+    "houlsby": dict(
+        mh_adapter=True, output_adapter=True, non_linearity="swish", reduction_factor=16, original_ln_before=False
+    ),
+    "pfeiffer": dict(
+        mh_adapter=False, output_adapter=True, non_linearity="relu", reduction_factor=16, original_ln_before=True
+    ),
 }
 LORA_DEFAULTS = dict(r=8, lora_alpha=16, lora_dropout=0.0)
 
@@ -82,8 +85,7 @@ class BottleneckAdapter(nn.Module):
     ``d`` -> ``m`` -> ``d``; 2·d·m + m + d parameters.
     """
 
-    def __init__(self, d: int, m: int, non_linearity: str = "swish", init_std: float = 0.02,
-                 device=None, dtype=None):
+    def __init__(self, d: int, m: int, non_linearity: str = "swish", init_std: float = 0.02, device=None, dtype=None):
         super().__init__()
         key = non_linearity.lower()
         if key not in _ACTIVATIONS:
@@ -132,8 +134,10 @@ class _ApplyAdapter:
             return self.adapter(h)
         x_in, self.residual = self.residual, None  # do not keep activations alive past this call
         if x_in is None:
-            raise RuntimeError("Pfeiffer adapter: the block's residual input was not captured "
-                               "(was the sub-layer called outside its block?)")
+            raise RuntimeError(
+                "Pfeiffer adapter: the block's residual input was not captured "
+                "(was the sub-layer called outside its block?)"
+            )
         return h + self.adapter.bottleneck(self.layer_norm(h + x_in))
 
     def __call__(self, module, inputs, output):
@@ -156,8 +160,10 @@ class _CaptureResidual:
         else:
             found = [kwargs[n] for n in self.names if n in kwargs]
             if not found:
-                raise RuntimeError(f"cannot find the residual input of {type(module).__name__} "
-                                   f"(positional #{self.index} or one of {self.names})")
+                raise RuntimeError(
+                    f"cannot find the residual input of {type(module).__name__} "
+                    f"(positional #{self.index} or one of {self.names})"
+                )
             self.target.residual = found[0]
         return None
 
@@ -220,9 +226,16 @@ def _set_trainable(modules, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-def add_bottleneck_adapters(model: nn.Module, *, mh_adapter: bool, output_adapter: bool,
-                            reduction_factor: float = 16, non_linearity: str = "swish",
-                            original_ln_before: bool = False, init_std: float = 0.02) -> List[BottleneckAdapter]:
+def add_bottleneck_adapters(
+    model: nn.Module,
+    *,
+    mh_adapter: bool,
+    output_adapter: bool,
+    reduction_factor: float = 16,
+    non_linearity: str = "swish",
+    original_ln_before: bool = False,
+    init_std: float = 0.02,
+) -> List[BottleneckAdapter]:
     """Insert bottleneck adapters into every layer of ``model`` (no freezing); return them.
 
     ``original_ln_before=False`` is AdapterHub's Houlsby placement, ``True`` its Pfeiffer one (see
@@ -253,7 +266,8 @@ def add_bottleneck_adapters(model: nn.Module, *, mh_adapter: bool, output_adapte
             hook = _ApplyAdapter(adapter, ln)
             if original_ln_before:
                 _module_at(layer, site.block).register_forward_pre_hook(
-                    _CaptureResidual(hook, site.arg, site.kwargs), with_kwargs=True)
+                    _CaptureResidual(hook, site.arg, site.kwargs), with_kwargs=True
+                )
             _module_at(layer, site.output).register_forward_hook(hook)
             added.append(adapter)
     return added
@@ -315,8 +329,9 @@ def apply_method(model: nn.Module, method: str, **options) -> nn.Module:
         # Only heads with parameters: peft matches modules_to_save by name suffix, and the
         # parameter-free "dropout" head would also match every LoRA layer's lora_dropout.
         heads_to_save = [n for n in head_module_names(model) if any(True for _ in getattr(model, n).parameters())]
-        cfg = LoraConfig(task_type="SEQ_CLS", target_modules=list(target), bias="none",
-                         modules_to_save=heads_to_save, **opts)
+        cfg = LoraConfig(
+            task_type="SEQ_CLS", target_modules=list(target), bias="none", modules_to_save=heads_to_save, **opts
+        )
         return get_peft_model(model, cfg)
 
     added: List[nn.Module] = []
@@ -363,6 +378,7 @@ def print_trainable_parameters(model: nn.Module) -> str:
     """Print (and return) ``trainable params: X || all params: Y || trainable%: Z`` (peft's format)."""
     trainable = trainable_parameters(model)
     total = sum(p.numel() for p in model.parameters())
-    line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100.0 * trainable / max(total, 1):.4f}"
+    pct = 100.0 * trainable / max(total, 1)
+    line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {pct:.4f}"
     print(line)
     return line

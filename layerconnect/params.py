@@ -15,6 +15,7 @@ For BERT-base (d=768, L=12): Houlsby 1,789,056, Pfeiffer 894,528, LoRA 294,912. 
 (instantiated on the ``meta`` device, so no memory and no download), or from the BERT layout
 (vocabulary, positions, token types, FFN width, pooler) for a bare geometry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,8 +59,9 @@ def _lc_config(lc: LCOptions):
     return LayerConnectConfig(**lc)
 
 
-def bert_param_counts(d: int, L: int, intermediate: int, vocab: int, max_positions: int = 512,
-                      type_vocab: int = 2, pooler: bool = True) -> Dict[str, int]:
+def bert_param_counts(
+    d: int, L: int, intermediate: int, vocab: int, max_positions: int = 512, type_vocab: int = 2, pooler: bool = True
+) -> Dict[str, int]:
     """``{"full": ..., "bitfit": ...}`` of a BERT-layout encoder (no head).
 
     Embeddings: word, position, token-type tables + LayerNorm. Each layer: q, k, v, o (d×d + d),
@@ -87,10 +89,22 @@ def model_param_counts(model) -> Dict[str, int]:
     return {"d": parts.hidden_size, "L": len(parts.layers), "full": full, "bitfit": bitfit}
 
 
-def count_params(method: str, d: int, L: int, *, reduction_factor: float = 16, lora_r: int = 8,
-                 lora_targets: int = 2, lc: LCOptions = None, model=None, intermediate: Optional[int] = None,
-                 vocab: Optional[int] = None, max_positions: int = 512, type_vocab: int = 2,
-                 pooler: bool = True) -> int:
+def count_params(
+    method: str,
+    d: int,
+    L: int,
+    *,
+    reduction_factor: float = 16,
+    lora_r: int = 8,
+    lora_targets: int = 2,
+    lc: LCOptions = None,
+    model=None,
+    intermediate: Optional[int] = None,
+    vocab: Optional[int] = None,
+    max_positions: int = 512,
+    type_vocab: int = 2,
+    pooler: bool = True,
+) -> int:
     """Trainable parameters of ``method`` on a (d, L) encoder, the task head excluded.
 
     ``lc``: LayerConnectConfig or its fields (default config). ``bitfit`` and ``full`` need either
@@ -110,8 +124,9 @@ def count_params(method: str, d: int, L: int, *, reduction_factor: float = 16, l
         if model is not None:
             return model_param_counts(model)[method]
         if intermediate is None or vocab is None:
-            raise ValueError(f"count_params({method!r}) needs model=<HF model> or the BERT layout "
-                             "(intermediate=..., vocab=...)")
+            raise ValueError(
+                f"count_params({method!r}) needs model=<HF model> or the BERT layout (intermediate=..., vocab=...)"
+            )
         return bert_param_counts(d, L, intermediate, vocab, max_positions, type_vocab, pooler)[method]
     raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(TABLE_METHODS)}")
 
@@ -147,8 +162,13 @@ class ParamTable:
             "head_excluded": True,
             "layerconnect_geometry": self.layerconnect,
             "methods": [
-                {"method": m, "params": self.counts[m], "percent_of_full": self.percent_of_full(m),
-                 "layerconnect_percent_of_this": self.layerconnect_ratio(m), "details": self.details[m]}
+                {
+                    "method": m,
+                    "params": self.counts[m],
+                    "percent_of_full": self.percent_of_full(m),
+                    "layerconnect_percent_of_this": self.layerconnect_ratio(m),
+                    "details": self.details[m],
+                }
                 for m in TABLE_METHODS
             ],
             "layerconnect_vs_houlsby": self.layerconnect_ratio("houlsby"),
@@ -156,16 +176,31 @@ class ParamTable:
         }
 
     def format(self) -> str:
-        head = ["method", "trainable params (excl. head)", "% of full model", "LayerConnect as % of it", "what is trained"]
+        head = [
+            "method",
+            "trainable params (excl. head)",
+            "% of full model",
+            "LayerConnect as % of it",
+            "what is trained",
+        ]
         rows = []
         for m in TABLE_METHODS:
             ratio = self.layerconnect_ratio(m)
-            rows.append([m, f"{self.counts[m]:,d}", f"{self.percent_of_full(m):.4f}",
-                         "-" if ratio is None or m == "layerconnect" else f"{ratio:.2f}", self.details[m]])
+            rows.append(
+                [
+                    m,
+                    f"{self.counts[m]:,d}",
+                    f"{self.percent_of_full(m):.4f}",
+                    "-" if ratio is None or m == "layerconnect" else f"{ratio:.2f}",
+                    self.details[m],
+                ]
+            )
         widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 
         def line(cells):
-            return "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+            return "  ".join(
+                c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            ).rstrip()
 
         out = [
             f"Trainable parameters on {self.source}: d={self.d}, L={self.L}.",
@@ -205,10 +240,21 @@ def _load_meta_model(name_or_path: str):
         return AutoModelForSequenceClassification.from_config(config)
 
 
-def build_table(*, model: Optional[str] = None, preset: Optional[str] = None, hidden: Optional[int] = None,
-                layers: Optional[int] = None, intermediate: Optional[int] = None, vocab: Optional[int] = None,
-                max_positions: int = 512, type_vocab: int = 2, pooler: bool = True, lc: LCOptions = None,
-                reduction_factor: float = 16, lora_r: int = 8) -> ParamTable:
+def build_table(
+    *,
+    model: Optional[str] = None,
+    preset: Optional[str] = None,
+    hidden: Optional[int] = None,
+    layers: Optional[int] = None,
+    intermediate: Optional[int] = None,
+    vocab: Optional[int] = None,
+    max_positions: int = 512,
+    type_vocab: int = 2,
+    pooler: bool = True,
+    lc: LCOptions = None,
+    reduction_factor: float = 16,
+    lora_r: int = 8,
+) -> ParamTable:
     """The table for a model name/path, a preset, or a geometry (default: BERT-base).
 
     With ``hidden``/``layers`` only, a BERT layout is assumed (FFN 4·d, vocabulary 30522) for the
@@ -287,20 +333,26 @@ def _positions_value(text: Optional[str]):
     try:
         return [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ValueError(f"--positions {text!r}: use 'inner', 'all' or a comma-separated list of ints, "
-                         "e.g. 0,6,12") from None
+        raise ValueError(
+            f"--positions {text!r}: use 'inner', 'all' or a comma-separated list of ints, e.g. 0,6,12"
+        ) from None
 
 
 @dataclass
 class ParamsOptions:
     """``layerconnect params``: which encoder, which LayerConnect geometry, which baselines."""
 
-    model: Optional[str] = option(None, "a local model directory (or a model in the HF cache), counted on its real "
-                                        "architecture on the meta device (no weights loaded)", group=_ENC,
-                                  metavar="NAME_OR_PATH")
+    model: Optional[str] = option(
+        None,
+        "a local model directory (or a model in the HF cache), counted on its real "
+        "architecture on the meta device (no weights loaded)",
+        group=_ENC,
+        metavar="NAME_OR_PATH",
+    )
     preset: Optional[str] = option(None, "a known geometry", choices=sorted(PRESETS), group=_ENC)
-    hidden: Optional[int] = option(None, "hidden size d of a BERT-layout geometry (with --layers)", group=_ENC,
-                                   metavar="D")
+    hidden: Optional[int] = option(
+        None, "hidden size d of a BERT-layout geometry (with --layers)", group=_ENC, metavar="D"
+    )
     layers: Optional[int] = option(None, "number of Transformer layers (with --hidden)", group=_ENC, metavar="L")
     intermediate: Optional[int] = option(None, "FFN width for --hidden (default 4*D)", group=_ENC, metavar="I")
     vocab: Optional[int] = option(None, "vocabulary size for --hidden (default 30522)", group=_ENC, metavar="V")
@@ -310,10 +362,15 @@ class ParamsOptions:
     num_anchors: int = option(2, "K, depth anchors of the seed bank", group=_LCG)
     seed_rows: Optional[int] = option(None, "p, rows of each seed grid (default r)", group=_LCG)
     seed_cols: Optional[int] = option(None, "q, columns of each seed grid (default d/2)", group=_LCG)
-    positions: Optional[str] = option(None, "connector positions: 'inner' (1..L-1, default), 'all' (1..L) or e.g. "
-                                            "0,6,12", group=_LCG, metavar="inner|all|LIST")
-    reduction_factor: float = option(16.0, "bottleneck adapters: m = d // reduction-factor (as AdapterHub)",
-                                     group=_BASE)
+    positions: Optional[str] = option(
+        None,
+        "connector positions: 'inner' (1..L-1, default), 'all' (1..L) or e.g. 0,6,12",
+        group=_LCG,
+        metavar="inner|all|LIST",
+    )
+    reduction_factor: float = option(
+        16.0, "bottleneck adapters: m = d // reduction-factor (as AdapterHub)", group=_BASE
+    )
     lora_r: int = option(8, "LoRA rank on query and value", group=_BASE)
     json: Optional[str] = option(None, "also write the table as JSON to FILE", metavar="FILE")
 
@@ -330,9 +387,23 @@ class ParamsOptions:
         _positions_value(self.positions)
 
     def table(self) -> "ParamTable":
-        lc = dict(down_factor=self.down_factor, num_anchors=self.num_anchors, seed_rows=self.seed_rows,
-                  seed_cols=self.seed_cols, positions=_positions_value(self.positions))
-        return build_table(model=self.model, preset=self.preset, hidden=self.hidden, layers=self.layers,
-                           intermediate=self.intermediate, vocab=self.vocab, max_positions=self.max_positions,
-                           type_vocab=self.type_vocab, lc=lc, reduction_factor=self.reduction_factor,
-                           lora_r=self.lora_r)
+        lc = dict(
+            down_factor=self.down_factor,
+            num_anchors=self.num_anchors,
+            seed_rows=self.seed_rows,
+            seed_cols=self.seed_cols,
+            positions=_positions_value(self.positions),
+        )
+        return build_table(
+            model=self.model,
+            preset=self.preset,
+            hidden=self.hidden,
+            layers=self.layers,
+            intermediate=self.intermediate,
+            vocab=self.vocab,
+            max_positions=self.max_positions,
+            type_vocab=self.type_vocab,
+            lc=lc,
+            reduction_factor=self.reduction_factor,
+            lora_r=self.lora_r,
+        )

@@ -10,8 +10,9 @@ from torch import Tensor
 __all__ = ["encode_texts"]
 
 
-def encode_texts(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[Optional[str]]],
-                 max_length: int) -> Dict[str, Tensor]:
+def encode_texts(
+    tokenizer, texts: Sequence[str], pairs: Optional[Sequence[Optional[str]]], max_length: int
+) -> Dict[str, Tensor]:
     """Tokenise single texts and text pairs (two tokenizer calls at most) and pad them into one batch.
 
     ``pairs[i]`` is the second text of row ``i`` or None. Padding follows the tokenizer: its pad id for
@@ -31,8 +32,11 @@ def encode_texts(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[Optio
         for j, i in enumerate(idx):
             enc[i] = {k: v[j] for k, v in out.items()}
     width = max(len(e["input_ids"]) for e in enc)
-    fill = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0,
-            "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    fill = {
+        "input_ids": tokenizer.pad_token_id,
+        "attention_mask": 0,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+    }
     left = getattr(tokenizer, "padding_side", "right") == "left"
     batch: Dict[str, Tensor] = {}
     for key in enc[0]:

@@ -27,8 +27,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="layerconnect",
-        description="LayerConnect: hypernetwork-generated inter-layer connectors for parameter-efficient "
-                    "fine-tuning.",
+        description="LayerConnect: hypernetwork-generated inter-layer connectors for parameter-efficient fine-tuning.",
     )
     parser.add_argument("--version", action="version", version=f"layerconnect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")

@@ -18,13 +18,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     common = {f.name for f in dataclasses.fields(BenchOptions)}
     p = subparsers.add_parser(
-        "bench", help="Speed benchmarks: the connector op (default) or whole models (--e2e).",
+        "bench",
+        help="Speed benchmarks: the connector op (default) or whole models (--e2e).",
         description="Speed benchmarks. Without --e2e: the connector op on every available backend against eager "
-                    "PyTorch, torch.compile and the memory-copy floor. With --e2e: whole-encoder inference latency "
-                    "with each fine-tuning method attached (and --memory: one training step's memory). Both print "
-                    "a table and write JSON + PNG to --out.",
+        "PyTorch, torch.compile and the memory-copy floor. With --e2e: whole-encoder inference latency "
+        "with each fine-tuning method attached (and --memory: one training step's memory). Both print "
+        "a table and write JSON + PNG to --out.",
         epilog="connector benchmark:\n" + connector.EPILOG + "\nend-to-end benchmark (--e2e):\n" + e2e.EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--e2e", action="store_true", help="benchmark whole models instead of the connector op")
     add_options(p, BenchOptions)
     add_options(p, ConnectorBenchOptions, exclude=common)
@@ -38,11 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from ..apps.bench.options import BenchOptions, ConnectorBenchOptions, E2EBenchOptions
 
     parser = args._parser
-    mine, other, app = ((E2EBenchOptions, ConnectorBenchOptions, e2e) if args.e2e
-                        else (ConnectorBenchOptions, E2EBenchOptions, connector))
+    mine, other, app = (
+        (E2EBenchOptions, ConnectorBenchOptions, e2e)
+        if args.e2e
+        else (ConnectorBenchOptions, E2EBenchOptions, connector)
+    )
     common = {f.name for f in dataclasses.fields(BenchOptions)}
     wrong = [f for f in dataclasses.fields(other) if f.name not in common and getattr(args, f.name) != f.default]
     if wrong:
         flags = ", ".join(f.metadata.get("flag") or "--" + f.name.replace("_", "-") for f in wrong)
-        parser.error(f"{flags}: an option of the {'connector benchmark (drop --e2e)' if args.e2e else 'end-to-end benchmark (add --e2e)'}")
+        which = "connector benchmark (drop --e2e)" if args.e2e else "end-to-end benchmark (add --e2e)"
+        parser.error(f"{flags}: an option of the {which}")
     return app.main(args=options_or_exit(parser, mine, args))

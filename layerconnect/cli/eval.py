@@ -11,9 +11,12 @@ def add_parser(subparsers):
     from ..apps.glue.options import EvalOptions
     from ..utils.options import add_options
 
-    p = subparsers.add_parser("eval", help="Evaluate a saved run on its task's dev set.",
-                              description="Rebuild base model + method + readout, load the trained tensors of a "
-                                          "`layerconnect train` run (or one of its checkpoint-N folders) and score it.")
+    p = subparsers.add_parser(
+        "eval",
+        help="Evaluate a saved run on its task's dev set.",
+        description="Rebuild base model + method + readout, load the trained tensors of a "
+        "`layerconnect train` run (or one of its checkpoint-N folders) and score it.",
+    )
     add_options(p, EvalOptions)
     p.set_defaults(func=run, _parser=p)
     return p

@@ -1,4 +1,5 @@
 """``layerconnect params``: the trainable-parameter table (works offline)."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..params import ParamsOptions
     from ..utils.options import add_options
 
-    p = subparsers.add_parser("params", help=HELP, description=DESCRIPTION, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "params",
+        help=HELP,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(p, ParamsOptions)
     p.set_defaults(func=run, _parser=p)
     return p

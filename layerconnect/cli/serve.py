@@ -10,10 +10,12 @@ def add_parser(subparsers):
     from ..utils.options import add_options
 
     p = subparsers.add_parser(
-        "serve", help="HTTP JSON service answering many tasks on one frozen encoder.",
+        "serve",
+        help="HTTP JSON service answering many tasks on one frozen encoder.",
         description="Load one base encoder and N task artefacts (save_connectors directories), stack "
-                    "their connectors, and answer POST /predict with request batching across clients "
-                    "(GET /tasks lists the tasks and the limits).")
+        "their connectors, and answer POST /predict with request batching across clients "
+        "(GET /tasks lists the tasks and the limits).",
+    )
     add_options(p, ServeOptions)
     p.set_defaults(func=run, _parser=p)
     return p

@@ -21,10 +21,13 @@ def add_parser(subparsers):
     from ..utils.options import add_options
 
     p = subparsers.add_parser(
-        "train", help="Fine-tune on a GLUE task with LayerConnect or a baseline method.",
+        "train",
+        help="Fine-tune on a GLUE task with LayerConnect or a baseline method.",
         description="Fine-tune on a GLUE task (transformers.Trainer). Works unchanged under "
-                    "`torchrun --nproc_per_node N -m layerconnect.cli train ...` (data parallel).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "`torchrun --nproc_per_node N -m layerconnect.cli train ...` (data parallel).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(p, TrainOptions)
     p.set_defaults(func=run, _parser=p)
     return p
@@ -42,13 +45,27 @@ def run(args) -> int:
         print(json.dumps({k: metrics[k] for k in ("scores", "average", "artefacts", "wall_time_s")}, indent=2))
         return 0
     if metrics.get("world_size", 1) == 1 or _rank() == 0:
-        keys = ("task", "method", "pooling", "lr", "selection", "scores", "score", "majority_dev_score",
-                "trainable_params", "head_params", "wall_time_s")
+        keys = (
+            "task",
+            "method",
+            "pooling",
+            "lr",
+            "selection",
+            "scores",
+            "score",
+            "majority_dev_score",
+            "trainable_params",
+            "head_params",
+            "wall_time_s",
+        )
         shown = {k: metrics[k] for k in keys}
         shown["selection"] = {k: v for k, v in metrics["selection"].items() if k != "history"}
         print(json.dumps(shown, indent=2))
-        print(f"dev score {metrics['score']:.2f} (majority class: {metrics['majority_dev_score']:.2f}); "
-              f"saved to {opts.resolved_output_dir()}", file=sys.stderr)
+        print(
+            f"dev score {metrics['score']:.2f} (majority class: {metrics['majority_dev_score']:.2f}); "
+            f"saved to {opts.resolved_output_dir()}",
+            file=sys.stderr,
+        )
     return 0
 
 

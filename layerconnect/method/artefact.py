@@ -25,8 +25,17 @@ from .config import LayerConnectConfig
 from .inject import add_connectors, find_layers, get_hypernet, head_module_names
 from .readout import READOUTS, install_readout, readout_kind
 
-__all__ = ["save_connectors", "load_connectors", "read_connector_meta", "trained_state", "ArtefactError",
-           "CONNECTOR_FILE", "CONFIG_FILE", "FORMAT", "HEAD_CHOICES"]
+__all__ = [
+    "save_connectors",
+    "load_connectors",
+    "read_connector_meta",
+    "trained_state",
+    "ArtefactError",
+    "CONNECTOR_FILE",
+    "CONFIG_FILE",
+    "FORMAT",
+    "HEAD_CHOICES",
+]
 
 CONNECTOR_FILE = "connectors.safetensors"
 CONFIG_FILE = "layerconnect_config.json"
@@ -130,15 +139,18 @@ def _read_tensors(path: str) -> Dict[str, Tensor]:
         raise ArtefactError(f"{f} cannot be read as safetensors ({exc}); the file is damaged: save it again") from None
 
 
-def _check_fit(model: nn.Module, path: str, meta: dict, cfg: LayerConnectConfig, tensors: Dict[str, Tensor],
-               head: str) -> List[str]:
+def _check_fit(
+    model: nn.Module, path: str, meta: dict, cfg: LayerConnectConfig, tensors: Dict[str, Tensor], head: str
+) -> List[str]:
     """Every reason the artefact does not fit ``model`` (empty: it fits)."""
     parts = find_layers(model)
     saved = meta["geometry"]
     if (parts.hidden_size, len(parts.layers)) != (saved["d"], saved["L"]):
-        return [f"it was trained for hidden size {saved['d']} and {saved['L']} layers, but this model has hidden "
-                f"size {parts.hidden_size} and {len(parts.layers)} layers; load it onto the base model it was "
-                "trained with"]
+        return [
+            f"it was trained for hidden size {saved['d']} and {saved['L']} layers, but this model has hidden "
+            f"size {parts.hidden_size} and {len(parts.layers)} layers; load it onto the base model it was "
+            "trained with"
+        ]
     geom = cfg.geometry(saved["d"], saved["L"])
     if geom.to_dict() != saved:
         return [f"its geometry {saved} does not follow from its config ({geom.to_dict()}); save it again"]
@@ -146,8 +158,10 @@ def _check_fit(model: nn.Module, path: str, meta: dict, cfg: LayerConnectConfig,
     if hn is not None and hn.geometry.to_dict() != saved:
         return [f"the model's connectors {hn.geometry.to_dict()} differ from the saved ones {saved}"]
     lead = () if meta.get("num_tasks") is None else (int(meta["num_tasks"]),)
-    expected = {"layerconnect.theta": (*lead, geom.K, geom.p, geom.q),
-                "layerconnect.bias": (*lead, geom.num_connectors, geom.d)}
+    expected = {
+        "layerconnect.theta": (*lead, geom.K, geom.p, geom.q),
+        "layerconnect.bias": (*lead, geom.num_connectors, geom.d),
+    }
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     problems = [f"{n}: missing from the file" for n in expected if n not in tensors]
     for name, t in tensors.items():
@@ -158,8 +172,10 @@ def _check_fit(model: nn.Module, path: str, meta: dict, cfg: LayerConnectConfig,
             problems.append(f"{name}: saved shape {tuple(t.shape)} != expected {tuple(want)}")
     kind = meta.get("readout")
     if kind in READOUTS and readout_kind(model) not in (kind, "model-pooler"):
-        problems.append(f"it was trained with the {kind!r} readout but the model already has "
-                        f"{readout_kind(model)!r}; load it onto a fresh model")
+        problems.append(
+            f"it was trained with the {kind!r} readout but the model already has "
+            f"{readout_kind(model)!r}; load it onto a fresh model"
+        )
     elif kind in READOUTS and readout_kind(model) == "model-head":
         problems.append(f"it was trained with the {kind!r} readout, which needs a BERT-family model with a pooler")
     if head == "saved":
@@ -171,7 +187,8 @@ def _check_fit(model: nn.Module, path: str, meta: dict, cfg: LayerConnectConfig,
                     f"the model's head {mod!r} ({type(model).__name__}) has parameters the artefact lacks "
                     f"({absent[:3]}; it was saved from a {meta.get('model_class')}): its predictions would "
                     "come from an untrained head. Load it onto the class it was saved from, or pass "
-                    "head='keep' to keep this model's own head on purpose")
+                    "head='keep' to keep this model's own head on purpose"
+                )
     return problems
 
 

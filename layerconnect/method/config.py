@@ -1,4 +1,5 @@
 """``LayerConnectConfig``: the user-facing knobs of SPEC.md §1-§3 and the geometry they resolve to."""
+
 from __future__ import annotations
 
 import json
@@ -143,8 +144,9 @@ class LayerConnectConfig:
             raise ValueError(f"seed_cols (q) = {q} must be <= d = {d}")
         check_geometry(d, r, p, q)
         pos = resolve_positions(self.positions, L)
-        return Geometry(d=d, L=L, r=r, p=p, q=q, K=self.num_anchors, positions=pos,
-                        ts=depth_coordinates(len(pos)), alpha=self.alpha)
+        return Geometry(
+            d=d, L=L, r=r, p=p, q=q, K=self.num_anchors, positions=pos, ts=depth_coordinates(len(pos)), alpha=self.alpha
+        )
 
     def num_params(self, d: int, L: int) -> int:
         """K·p·q + |P|·d for this config on a (d, L) encoder."""

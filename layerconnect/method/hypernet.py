@@ -29,9 +29,15 @@ class LayerConnectHypernet(nn.Module):
     that call :meth:`connect`; :attr:`config` is the :class:`LayerConnectConfig` it was built from.
     """
 
-    def __init__(self, geometry: Geometry, backend: str = "auto", num_tasks: Optional[int] = None,
-                 dtype: Optional[torch.dtype] = None, inplace_inference: bool = False,
-                 config: Optional[LayerConnectConfig] = None):
+    def __init__(
+        self,
+        geometry: Geometry,
+        backend: str = "auto",
+        num_tasks: Optional[int] = None,
+        dtype: Optional[torch.dtype] = None,
+        inplace_inference: bool = False,
+        config: Optional[LayerConnectConfig] = None,
+    ):
         super().__init__()
         g = geometry
         self.geometry = g
@@ -51,8 +57,10 @@ class LayerConnectHypernet(nn.Module):
     def extra_repr(self) -> str:
         g = self.geometry
         tasks = "" if self.num_tasks is None else f", tasks={self.num_tasks}"
-        return (f"d={g.d}, r={g.r}, K={g.K}, seed=({g.p}, {g.q}), positions={g.positions}, "
-                f"alpha={g.alpha}, backend={self.backend!r}{tasks}")
+        return (
+            f"d={g.d}, r={g.r}, K={g.K}, seed=({g.p}, {g.q}), positions={g.positions}, "
+            f"alpha={g.alpha}, backend={self.backend!r}{tasks}"
+        )
 
     def weight(self, index: int) -> Tensor:
         """The generated connector weight W (r x d) of connector ``index`` (for inspection)."""
@@ -79,8 +87,13 @@ class LayerConnectHypernet(nn.Module):
     def _in_place(self, h: Tensor) -> bool:
         """Overwrite ``h`` instead of allocating: no autograd, not tracing, ``h`` owns its memory (not a
         view of something else) and the backend has a true in-place kernel."""
-        return (self.inplace_inference and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and h._base is None and lc_kernels.inplace_supported(h, self.backend))
+        return (
+            self.inplace_inference
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and h._base is None
+            and lc_kernels.inplace_supported(h, self.backend)
+        )
 
     def _resolved_backend(self, h: Tensor) -> str:
         """``self.backend`` resolved for ``h``'s device and dtype, once per (device, dtype)."""

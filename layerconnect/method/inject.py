@@ -26,8 +26,7 @@ import lc_kernels
 from .config import LayerConnectConfig
 from .hypernet import LayerConnectHypernet
 
-__all__ = ["EncoderParts", "find_layers", "add_connectors", "remove_connectors", "head_module_names",
-           "get_hypernet"]
+__all__ = ["EncoderParts", "find_layers", "add_connectors", "remove_connectors", "head_module_names", "get_hypernet"]
 
 
 @dataclass
@@ -45,8 +44,9 @@ def _hidden_size(config) -> int:
     raise ValueError("cannot read the hidden size from the model config (no hidden_size/dim/d_model)")
 
 
-def find_layers(model: nn.Module, layers: Optional[Sequence[nn.Module]] = None,
-                embeddings: Optional[nn.Module] = None) -> EncoderParts:
+def find_layers(
+    model: nn.Module, layers: Optional[Sequence[nn.Module]] = None, embeddings: Optional[nn.Module] = None
+) -> EncoderParts:
     """Locate the embeddings module and the list of Transformer layers of a HF encoder.
 
     Knows BERT, RoBERTa, DistilBERT and ELECTRA families (and anything with ``encoder.layer`` or
@@ -132,9 +132,15 @@ def _freeze_base(model: nn.Module, train_layernorm: bool) -> None:
                     p.requires_grad_(True)
 
 
-def add_connectors(model: nn.Module, config: Optional[LayerConnectConfig] = None, *,
-                   layers: Optional[Sequence[nn.Module]] = None, embeddings: Optional[nn.Module] = None,
-                   num_tasks: Optional[int] = None, freeze_base: bool = True) -> nn.Module:
+def add_connectors(
+    model: nn.Module,
+    config: Optional[LayerConnectConfig] = None,
+    *,
+    layers: Optional[Sequence[nn.Module]] = None,
+    embeddings: Optional[nn.Module] = None,
+    num_tasks: Optional[int] = None,
+    freeze_base: bool = True,
+) -> nn.Module:
     """Freeze ``model``'s base, add LayerConnect connectors at the SPEC positions, return ``model``.
 
     The task head (modules outside ``model.base_model``) stays trainable; base LayerNorms too when
@@ -157,8 +163,9 @@ def add_connectors(model: nn.Module, config: Optional[LayerConnectConfig] = None
     if freeze_base:
         _freeze_base(model, config.train_layernorm)
     ref_param = next(model.parameters(), None)
-    hn = LayerConnectHypernet(geom, backend=config.backend, num_tasks=num_tasks,
-                              inplace_inference=config.inplace_inference, config=config)
+    hn = LayerConnectHypernet(
+        geom, backend=config.backend, num_tasks=num_tasks, inplace_inference=config.inplace_inference, config=config
+    )
     if ref_param is not None:  # float64 models get float64 connectors; half-precision ones keep float32 (the op's)
         hn.to(device=ref_param.device, dtype=torch.float64 if ref_param.dtype == torch.float64 else None)
     model.add_module("layerconnect", hn)

@@ -120,5 +120,3 @@ def readout_kind(model: nn.Module) -> str:
     if getattr(base.pooler, "layerconnect_readout", None) == "pooler":
         return "pooler"
     return "model-pooler"
-
-

@@ -14,8 +14,9 @@ from ..method import LayerConnectHypernet, save_connectors
 __all__ = ["apply_heads", "export_task"]
 
 
-def apply_heads(mt, out, input_ids: Tensor, attention_mask: Optional[Tensor], task_ids: Tensor,
-                present: Tensor) -> List[Tuple[int, Tensor, Tensor]]:
+def apply_heads(
+    mt, out, input_ids: Tensor, attention_mask: Optional[Tensor], task_ids: Tensor, present: Tensor
+) -> List[Tuple[int, Tensor, Tensor]]:
     """``[(task index, rows, logits)]`` for each task in ``present``, from the encoder output ``out``."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 

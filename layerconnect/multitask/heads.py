@@ -67,8 +67,13 @@ def _sequence_classification_class(model_class: Optional[str], base_config):
     return cls
 
 
-def make_head_shell(base_config, num_labels: int, model_class: Optional[str] = None,
-                    label_names: Optional[Sequence[str]] = None, init: bool = False) -> nn.Module:
+def make_head_shell(
+    base_config,
+    num_labels: int,
+    model_class: Optional[str] = None,
+    label_names: Optional[Sequence[str]] = None,
+    init: bool = False,
+) -> nn.Module:
     """A ``...ForSequenceClassification`` instance whose encoder is an :class:`EncoderSlot`.
 
     Built on the meta device (the encoder weights are never allocated), then only the head is
@@ -113,5 +118,5 @@ def split_readout_tensors(tensors: Dict[str, Tensor], prefix: str) -> Dict[str, 
     key = f"{prefix}.pooler."
     out = {}
     for name in [n for n in tensors if n.startswith(key)]:
-        out[name[len(key):]] = tensors.pop(name)
+        out[name[len(key) :]] = tensors.pop(name)
     return out

@@ -14,7 +14,6 @@ serving application (:mod:`layerconnect.apps.serve`).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import re
 import threading
@@ -25,9 +24,16 @@ from torch import Tensor, nn
 
 import lc_kernels
 
-from ..method import LayerConnectConfig, LayerConnectHypernet, add_connectors, find_layers, get_hypernet, remove_connectors
+from ..method import (
+    LayerConnectConfig,
+    LayerConnectHypernet,
+    add_connectors,
+    find_layers,
+    get_hypernet,
+    remove_connectors,
+)
 from .heads import TaskReadout, make_head_shell
-from .loading import Loaded, TaskInfo, read_task
+from .loading import Loaded, TaskInfo, ensure_geometry, read_task
 
 __all__ = ["MultiTaskModel", "TaskInfo"]
 
@@ -46,8 +52,15 @@ class MultiTaskModel(nn.Module):
         trainable: make the stacked seed banks/biases and the heads trainable (joint training).
     """
 
-    def __init__(self, base: Union[str, nn.Module], tasks: Optional[Mapping[str, str]] = None, *,
-                 backend: str = "auto", dtype: Optional[torch.dtype] = None, trainable: bool = False):
+    def __init__(
+        self,
+        base: Union[str, nn.Module],
+        tasks: Optional[Mapping[str, str]] = None,
+        *,
+        backend: str = "auto",
+        dtype: Optional[torch.dtype] = None,
+        trainable: bool = False,
+    ):
         super().__init__()
         if isinstance(base, str):
             from transformers import AutoModel
@@ -60,8 +73,9 @@ class MultiTaskModel(nn.Module):
         if get_hypernet(encoder) is not None:
             raise ValueError("base already has LayerConnect connectors; pass the plain pre-trained encoder")
         if backend != "auto" and backend not in lc_kernels.available_backends():
-            raise ValueError(f"backend={backend!r} is not available; choose 'auto' or one of "
-                             f"{lc_kernels.available_backends()}")
+            raise ValueError(
+                f"backend={backend!r} is not available; choose 'auto' or one of {lc_kernels.available_backends()}"
+            )
         if dtype is not None:
             encoder.to(dtype)
         encoder.eval()
@@ -124,19 +138,7 @@ class MultiTaskModel(nn.Module):
 
     def _ensure_geometry(self, cfg: LayerConnectConfig, saved_geometry: Optional[dict], where: str):
         """The task's config resolved here; every task of one model must share its geometry."""
-        cfg = dataclasses.replace(cfg, backend=self.backend, train_layernorm=False)
-        geom = cfg.geometry(self._d, self._L)
-        if saved_geometry is not None and geom.to_dict() != saved_geometry:
-            raise ValueError(f"{where}: its saved geometry {saved_geometry} does not match its config ({geom})")
-        hn = self.hypernet
-        if hn is not None and hn.geometry.to_dict() != geom.to_dict():
-            have, new = hn.geometry.to_dict(), geom.to_dict()
-            diff = ", ".join(f"{k}: loaded {have[k]} vs new {new[k]}" for k in have if have[k] != new[k])
-            raise ValueError(
-                f"{where} has connector geometry different from the tasks already loaded ({diff}); all tasks of "
-                "one MultiTaskModel must share down_factor, num_anchors, seed_rows/cols, alpha and positions"
-            )
-        return cfg, geom
+        return ensure_geometry(self, cfg, saved_geometry, where)
 
     def _install(self, loaded: Loaded) -> None:
         """Append a task: stack its Θ and b under the existing ones, register its head."""
@@ -176,9 +178,15 @@ class MultiTaskModel(nn.Module):
             self._install(loaded)
             return loaded.info
 
-    def new_task(self, name: str, num_labels: int, config: Optional[LayerConnectConfig] = None,
-                 label_names: Optional[Sequence[str]] = None, model_class: Optional[str] = None,
-                 readout: Optional[str] = None) -> TaskInfo:
+    def new_task(
+        self,
+        name: str,
+        num_labels: int,
+        config: Optional[LayerConnectConfig] = None,
+        label_names: Optional[Sequence[str]] = None,
+        model_class: Optional[str] = None,
+        readout: Optional[str] = None,
+    ) -> TaskInfo:
         """Add an untrained task (Θ = 0, b = 0, a freshly initialised head), for joint training.
 
         ``readout`` (mean, cls, pooler) gives the task its own readout; None reads the encoder's pooler."""
@@ -188,10 +196,19 @@ class MultiTaskModel(nn.Module):
             cfg, geom = self._ensure_geometry(config, None, f"new task {name!r}")
             shell = make_head_shell(self.encoder.config, num_labels, model_class, label_names, init=True)
             head = None if readout is None else TaskReadout(readout, self._d)
-            info = TaskInfo(name, int(num_labels), list(label_names) if label_names else None, None,
-                            type(shell).__name__, readout)
-            self._install(Loaded(cfg, torch.zeros(geom.K, geom.p, geom.q), torch.zeros(geom.num_connectors, geom.d),
-                                 shell, head, info))
+            info = TaskInfo(
+                name, int(num_labels), list(label_names) if label_names else None, None, type(shell).__name__, readout
+            )
+            self._install(
+                Loaded(
+                    cfg,
+                    torch.zeros(geom.K, geom.p, geom.q),
+                    torch.zeros(geom.num_connectors, geom.d),
+                    shell,
+                    head,
+                    info,
+                )
+            )
             return info
 
     def remove_task(self, name: str) -> None:
@@ -228,8 +245,13 @@ class MultiTaskModel(nn.Module):
             return export_task(self, name, path, extra)
 
     # ---------------------------------------------------------------- compute
-    def forward_groups(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                       task_ids: Optional[Tensor] = None, **encoder_kwargs) -> List[Tuple[int, Tensor, Tensor]]:
+    def forward_groups(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        task_ids: Optional[Tensor] = None,
+        **encoder_kwargs,
+    ) -> List[Tuple[int, Tensor, Tensor]]:
         """One encoder pass over a mixed batch, then each task's head on its rows.
 
         ``task_ids`` (B,) gives each sequence's task index (into :attr:`task_names`). Returns, for each
@@ -250,8 +272,13 @@ class MultiTaskModel(nn.Module):
                 out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return apply_heads(self, out, input_ids, attention_mask, task_ids, present)
 
-    def row_logits(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                   task_ids: Optional[Tensor] = None, **encoder_kwargs) -> List[Tensor]:
+    def row_logits(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        task_ids: Optional[Tensor] = None,
+        **encoder_kwargs,
+    ) -> List[Tensor]:
         """Per-sequence logits (a list: tasks have different label counts)."""
         out: List[Optional[Tensor]] = [None] * input_ids.shape[0]
         for _, rows, logits in self.forward_groups(input_ids, attention_mask, task_ids, **encoder_kwargs):

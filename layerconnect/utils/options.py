@@ -28,12 +28,28 @@ __all__ = ["option", "add_options", "from_namespace", "option_fields", "to_comma
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, help: str = "", *, flag: Optional[str] = None, choices=None,
-           metavar: Optional[str] = None, type=None, group: Optional[str] = None, cli: bool = True,
-           default_factory=_MISSING):
+def option(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    flag: Optional[str] = None,
+    choices=None,
+    metavar: Optional[str] = None,
+    type=None,
+    group: Optional[str] = None,
+    cli: bool = True,
+    default_factory=_MISSING,
+):
     """A dataclass field with command-line metadata. ``cli=False`` keeps it out of the parser."""
-    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "type": type, "group": group,
-            "cli": cli}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "metavar": metavar,
+        "type": type,
+        "group": group,
+        "cli": cli,
+    }
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -59,8 +75,9 @@ def _default_text(value) -> str:
     return f" (default {value})"
 
 
-def add_options(parser: argparse.ArgumentParser, cls: Type, exclude: Iterable[str] = (),
-                groups: Optional[Dict[str, str]] = None) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, cls: Type, exclude: Iterable[str] = (), groups: Optional[Dict[str, str]] = None
+) -> None:
     """Add one argument per CLI field of dataclass ``cls`` to ``parser`` (groups by field metadata)."""
     hints = typing.get_type_hints(cls)
     made: Dict[str, argparse._ArgumentGroup] = {}
@@ -129,8 +146,11 @@ def to_command(opts, prog: str, positional: Iterable[str] = ()) -> str:
     parts = [prog]
     for f in option_fields(type(opts)):
         value = getattr(opts, f.name)
-        default = f.default if f.default is not _MISSING else (
-            f.default_factory() if f.default_factory is not _MISSING else _MISSING)
+        default = (
+            f.default
+            if f.default is not _MISSING
+            else (f.default_factory() if f.default_factory is not _MISSING else _MISSING)
+        )
         if f.name in positional or value == default or value is None:
             continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")

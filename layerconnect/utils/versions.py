@@ -10,8 +10,17 @@ from typing import Dict, Optional, Sequence
 
 __all__ = ["git_commit", "package_versions"]
 
-_DEFAULT_PACKAGES = ("torch", "transformers", "datasets", "evaluate", "accelerate", "adapters", "peft", "triton",
-                     "lc_kernels")
+_DEFAULT_PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "evaluate",
+    "accelerate",
+    "adapters",
+    "peft",
+    "triton",
+    "lc_kernels",
+)
 
 
 def git_commit(short: bool = False) -> Optional[str]:

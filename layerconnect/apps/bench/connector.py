@@ -24,6 +24,7 @@ would need for the same bytes (copy time x bytes / (2 N d)): 1.0 means running a
 Every op variant's forward output is checked against eager-ref on the first buffer before it is
 timed, so a broken backend cannot post a fast time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ Default grid: N in {{1k, 2k, ..., 256k}} tokens x d in {{384, 768, 1024}}. On CP
 --max-n is {CPU_DEFAULT_MAX_N}, so N in {{64k, 128k, 256k}} are skipped (each would take minutes per
 shape on 2 cores and needs GBs of rotation buffers); pass --max-n 262144 to include them.
 torch.compile (--compile auto): every shape on CUDA; on CPU only the headline shape
-N={HEADLINE['N']}, d={HEADLINE['d']} (compiling each shape costs tens of seconds there).
+N={HEADLINE["N"]}, d={HEADLINE["d"]} (compiling each shape costs tens of seconds there).
 --quick: N in {{1k, 8k}}, d = 768, 3 repeats (a smoke run).
 Output: <out>/connector.json (schema {SCHEMA}) and <out>/connector.png, written atomically.
 """
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ...utils.options import add_options
 
     p = argparse.ArgumentParser(
-        prog="bench_connector", description=DESCRIPTION, epilog=EPILOG,
+        prog="bench_connector",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_options(p, ConnectorBenchOptions)
@@ -91,8 +94,9 @@ def _hoisted_reference(r: int, alpha: float, t: float, K: int):
     return f
 
 
-def _backend_names(device: torch.device, dtype: torch.dtype, wanted: Optional[List[str]], include_interp: bool
-                   ) -> Tuple[List[str], List[Dict[str, str]]]:
+def _backend_names(
+    device: torch.device, dtype: torch.dtype, wanted: Optional[List[str]], include_interp: bool
+) -> Tuple[List[str], List[Dict[str, str]]]:
     import lc_kernels
     from lc_kernels import backends as B
 
@@ -112,9 +116,13 @@ def _backend_names(device: torch.device, dtype: torch.dtype, wanted: Optional[Li
         elif dtype not in b.dtypes.get(device.type, ()):
             skipped.append({"variant": f"op:{name}", "reason": f"no {dtype} on {device.type}"})
         elif name == "triton" and device.type == "cpu" and not include_interp:
-            skipped.append({"variant": "op:triton",
-                            "reason": "CPU runs triton under the interpreter (not a speed path); "
-                                      "--include-triton-interpreter to time it"})
+            skipped.append(
+                {
+                    "variant": "op:triton",
+                    "reason": "CPU runs triton under the interpreter (not a speed path); "
+                    "--include-triton-interpreter to time it",
+                }
+            )
         else:
             names.append(name)
     return names, skipped
@@ -123,8 +131,16 @@ def _backend_names(device: torch.device, dtype: torch.dtype, wanted: Optional[Li
 class _Shape:
     """Rotated inputs and the variant callables of one (N, d) shape."""
 
-    def __init__(self, N: int, d: int, dtype: torch.dtype, device: torch.device, gen: torch.Generator,
-                 target_bytes: int, K: int = 2):
+    def __init__(
+        self,
+        N: int,
+        d: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        gen: torch.Generator,
+        target_bytes: int,
+        K: int = 2,
+    ):
         self.N, self.d, self.dtype, self.device = N, d, dtype, device
         self.r, self.K, self.p, self.q = d // 8, K, d // 8, d // 2
         self.t = 0.37  # an interior depth: both hat weights are non-zero, nothing is skipped
@@ -217,8 +233,9 @@ class _Shape:
 
         x = self.xs[0].detach()
         with torch.no_grad():
-            want = ref.connector(x.double(), self.theta.detach().double(), self.bias.detach().double(),
-                                 self.t, self.r, self.alpha)
+            want = ref.connector(
+                x.double(), self.theta.detach().double(), self.bias.detach().double(), self.t, self.r, self.alpha
+            )
             got = fn(x).double()
         return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
@@ -265,15 +282,38 @@ def _want_compile(mode: str, device: torch.device, N: int, d: int) -> bool:
     return N == HEADLINE["N"] and d == HEADLINE["d"]
 
 
+def _checked_variants(sh: "_Shape", args, device, names, dtype, checks: List[Dict[str, Any]]) -> List[H.Variant]:
+    """The copy floor plus every variant whose output matches the reference (a wrong one is not timed)."""
+    N, d = sh.N, sh.d
+    variants = [sh.copy_variant()]
+    fns = {"eager-ref": sh.eager_fn(), "eager-cached": sh.compiled_fn(compile=False)}
+    if _want_compile(args.compile, device, N, d):
+        fns["compiled-ref"] = sh.compiled_fn()
+    for name in names:
+        fns[f"op:{name}"] = sh.op_fn(name)
+    tol = _tolerance(dtype)
+    for vname, (fn, params) in fns.items():
+        err = sh.check(fn)
+        ok = err <= tol
+        checks.append({"N": N, "d": d, "variant": vname, "max_rel_err": err, "tol": tol, "ok": ok})
+        if not ok:
+            warnings.warn(f"{vname} at N={N} d={d}: max relative error {err:.3g} > {tol:.1g}; not timed", stacklevel=2)
+            continue
+        variants += sh.variants(vname, fn, params)
+    return variants
+
+
 def run(args) -> Dict[str, Any]:
     device = H.resolve_device(args.device)
     H.apply_threads(args.threads)
     dtype = _DTYPES[args.dtype or "float32"]
     if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        warnings.warn("half precision on CPU: eager matmuls are slow and no fused CPU backend takes it")
+        warnings.warn("half precision on CPU: eager matmuls are slow and no fused CPU backend takes it", stacklevel=2)
     repeats = args.repeats or (3 if args.quick else 7)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    min_sample = (args.min_sample_ms if args.min_sample_ms is not None else (20.0 if device.type == "cpu" else 5.0)) / 1e3
+    min_sample = (
+        args.min_sample_ms if args.min_sample_ms is not None else (20.0 if device.type == "cpu" else 5.0)
+    ) / 1e3
     seed = args.seed if args.seed is not None else H.fresh_seed()
     rotate = int((args.rotate_mb * (1 << 20)) if args.rotate_mb else max(64 << 20, 2 * H.last_level_cache_bytes()))
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
@@ -293,28 +333,19 @@ def run(args) -> Dict[str, Any]:
         for N, d in shapes:
             bar.set_description_str(f"N={N} d={d}")
             sh = _Shape(N, d, dtype, device, gen, rotate)
-            variants = [sh.copy_variant()]
-            fns = {"eager-ref": sh.eager_fn(), "eager-cached": sh.compiled_fn(compile=False)}
-            if _want_compile(args.compile, device, N, d):
-                fns["compiled-ref"] = sh.compiled_fn()
-            for name in names:
-                fns[f"op:{name}"] = sh.op_fn(name)
-            tol = _tolerance(dtype)
-            for vname, (fn, params) in list(fns.items()):
-                err = sh.check(fn)
-                ok = err <= tol
-                checks.append({"N": N, "d": d, "variant": vname, "max_rel_err": err, "tol": tol, "ok": ok})
-                if not ok:
-                    warnings.warn(f"{vname} at N={N} d={d}: max relative error {err:.3g} > {tol:.1g}; not timed")
-                    del fns[vname]
-                    continue
-                variants += sh.variants(vname, fn, params)
+            variants = _checked_variants(sh, args, device, names, dtype, checks)
             stats = H.measure_interleaved(
-                variants, device=device, n_buffers=sh.n_buffers, warmup=warmup, repeats=repeats,
-                min_sample_s=min_sample, rng=rng, on_sample=lambda _n: bar.update(1),
+                variants,
+                device=device,
+                n_buffers=sh.n_buffers,
+                warmup=warmup,
+                repeats=repeats,
+                min_sample_s=min_sample,
+                rng=rng,
+                on_sample=lambda _n: bar.update(1),
             )
             results += _rows(sh, stats)
-            del sh, variants, fns
+            del sh, variants
     finally:
         bar.close()
     env["loadavg_end"] = list(__import__("os").getloadavg())
@@ -322,10 +353,19 @@ def run(args) -> Dict[str, Any]:
         "schema": SCHEMA,
         "env": env,
         "config": {
-            "device": device.type, "dtype": str(dtype).replace("torch.", ""), "N": n_list, "d": d_list,
-            "geometry": "r=d/8, K=2, p=r, q=d/2, t=0.37, alpha=1", "repeats": repeats, "warmup": warmup,
-            "min_sample_ms": min_sample * 1e3, "rotate_bytes": rotate, "seed": seed, "compile": args.compile,
-            "backends": names, "argv": sys.argv[1:],
+            "device": device.type,
+            "dtype": str(dtype).replace("torch.", ""),
+            "N": n_list,
+            "d": d_list,
+            "geometry": "r=d/8, K=2, p=r, q=d/2, t=0.37, alpha=1",
+            "repeats": repeats,
+            "warmup": warmup,
+            "min_sample_ms": min_sample * 1e3,
+            "rotate_bytes": rotate,
+            "seed": seed,
+            "compile": args.compile,
+            "backends": names,
+            "argv": sys.argv[1:],
         },
         "skipped": skipped,
         "checks": checks,
@@ -345,9 +385,18 @@ def _rows(sh: _Shape, stats: Dict[str, H.Stats]) -> List[Dict[str, Any]]:
         nbytes = BYTES_FACTOR[pss] * sh.N * sh.d * sh.elem_bytes
         floor_t = copy_t * nbytes / copy_bytes
         row = {
-            "N": sh.N, "d": sh.d, "r": sh.r, "K": sh.K, "p": sh.p, "q": sh.q,
-            "dtype": str(sh.dtype).replace("torch.", ""), "pass": pss, "variant": variant,
-            "bytes": nbytes, "gbps": nbytes / st.median / 1e9, "x_floor": st.median / floor_t,
+            "N": sh.N,
+            "d": sh.d,
+            "r": sh.r,
+            "K": sh.K,
+            "p": sh.p,
+            "q": sh.q,
+            "dtype": str(sh.dtype).replace("torch.", ""),
+            "pass": pss,
+            "variant": variant,
+            "bytes": nbytes,
+            "gbps": nbytes / st.median / 1e9,
+            "x_floor": st.median / floor_t,
             "speedup_vs_eager": (eager[pss] / st.median) if pss in eager else None,
             "n_buffers": sh.n_buffers,
         }
@@ -387,18 +436,30 @@ def format_results(res: Dict[str, Any]) -> str:
     rows = []
     for r in res["results"]:
         sp = r["speedup_vs_eager"]
-        rows.append([
-            r["variant"], r["N"], r["d"], r["pass"], f"{r['median_ms']:.3f}",
-            f"{r['q1_ms']:.3f}-{r['q3_ms']:.3f}", f"{r['gbps']:.1f}", f"{r['x_floor']:.2f}",
-            "" if sp is None else f"{sp:.2f}x",
-        ])
+        rows.append(
+            [
+                r["variant"],
+                r["N"],
+                r["d"],
+                r["pass"],
+                f"{r['median_ms']:.3f}",
+                f"{r['q1_ms']:.3f}-{r['q3_ms']:.3f}",
+                f"{r['gbps']:.1f}",
+                f"{r['x_floor']:.2f}",
+                "" if sp is None else f"{sp:.2f}x",
+            ]
+        )
     env = res["env"]
-    head = (f"connector benchmark  {res['config']['device']} {res['config']['dtype']}  "
-            f"{env['cpu_model'] if res['config']['device'] == 'cpu' else env.get('gpu')}  "
-            f"torch {env['torch']}  threads {env['torch_threads']}  {env['date_utc']} UTC  "
-            f"load {env['loadavg_1_5_15']}")
-    lines = [head, H.format_table(
-        ["variant", "N", "d", "pass", "median ms", "IQR ms", "GB/s", "x floor", "vs eager"], rows)]
+    head = (
+        f"connector benchmark  {res['config']['device']} {res['config']['dtype']}  "
+        f"{env['cpu_model'] if res['config']['device'] == 'cpu' else env.get('gpu')}  "
+        f"torch {env['torch']}  threads {env['torch_threads']}  {env['date_utc']} UTC  "
+        f"load {env['loadavg_1_5_15']}"
+    )
+    lines = [
+        head,
+        H.format_table(["variant", "N", "d", "pass", "median ms", "IQR ms", "GB/s", "x floor", "vs eager"], rows),
+    ]
     for s in res["skipped"]:
         lines.append(f"skipped: {s}")
     for c in res["checks"]:
@@ -414,8 +475,10 @@ def format_results(res: Dict[str, Any]) -> str:
         )
         for other in ("eager-cached", "compiled-ref", "op:reference"):
             if f"fwd_cpu_speedup_vs_{other}" in h:
-                lines.append(f"  op:cpu vs {other}: fwd {f(h[f'fwd_cpu_speedup_vs_{other}'])}  "
-                             f"fwd+bwd {f(h.get(f'fwdbwd_cpu_speedup_vs_{other}'))}")
+                lines.append(
+                    f"  op:cpu vs {other}: fwd {f(h[f'fwd_cpu_speedup_vs_{other}'])}  "
+                    f"fwd+bwd {f(h.get(f'fwdbwd_cpu_speedup_vs_{other}'))}"
+                )
     return "\n".join(lines)
 
 
@@ -433,8 +496,11 @@ def plot(res: Dict[str, Any], path) -> None:
             ax = axes[i][j]
             for v in variants:
                 src = "fwd" if v == "copy" else pss
-                pts = sorted((r["N"], r["gbps"]) for r in res["results"]
-                             if r["variant"] == v and r["pass"] == src and r["d"] == d)
+                pts = sorted(
+                    (r["N"], r["gbps"])
+                    for r in res["results"]
+                    if r["variant"] == v and r["pass"] == src and r["d"] == d
+                )
                 if pts:
                     ax.plot(*zip(*pts), marker="o", ms=3, label=v, linestyle="--" if v == "copy" else "-")
             ax.set_xscale("log", base=2)
@@ -444,8 +510,11 @@ def plot(res: Dict[str, Any], path) -> None:
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     env = res["env"]
-    fig.suptitle(f"connector: achieved GB/s ({res['config']['device']}, {res['config']['dtype']}, "
-                 f"torch {env['torch']}, {env['date_utc']})", fontsize=10)
+    fig.suptitle(
+        f"connector: achieved GB/s ({res['config']['device']}, {res['config']['dtype']}, "
+        f"torch {env['torch']}, {env['date_utc']})",
+        fontsize=10,
+    )
     fig.tight_layout()
     H.save_figure_atomic(fig, path)
     plt.close(fig)

@@ -29,6 +29,7 @@ method (same back-propagation path for all); for LayerConnect that extra over th
 connector position, is reported in units of one ``x``-sized tensor (N x d): 1.00 means each
 connector keeps exactly its input ``x`` and nothing else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.
 
 # The CPU default grid keeps the run to a few minutes on 2 cores: a shape is kept when its cost
 # (batch x seq x layers x d^2) is at most that of BERT-base at batch 8 x length 64.
-CPU_DEFAULT_BUDGET = 8 * 64 * 12 * 768 ** 2
+CPU_DEFAULT_BUDGET = 8 * 64 * 12 * 768**2
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 EPILOG = f"""\
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ...utils.options import add_options
 
     p = argparse.ArgumentParser(
-        prog="bench_e2e", description=DESCRIPTION, epilog=EPILOG,
+        prog="bench_e2e",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_options(p, E2EBenchOptions)
@@ -183,13 +186,14 @@ def _inputs(batch: int, seq: int, vocab: int, device, gen: torch.Generator) -> D
     }
 
 
-def _lc_backends(device: torch.device, dtype: torch.dtype, wanted: Optional[List[str]]
-                 ) -> Tuple[List[str], List[Dict[str, str]]]:
+def _lc_backends(
+    device: torch.device, dtype: torch.dtype, wanted: Optional[List[str]]
+) -> Tuple[List[str], List[Dict[str, str]]]:
     from lc_kernels import backends as B
 
     out, skipped = [], []
     all_b = B.all_backends()
-    for name in (wanted or sorted(all_b)):
+    for name in wanted or sorted(all_b):
         if name not in all_b:
             raise SystemExit(f"--backends: {name!r} is not a known backend; known: {sorted(all_b)}")
         b = all_b[name]
@@ -271,10 +275,16 @@ def _grid(args, device) -> Tuple[List[Tuple[str, int, int]], List[Dict[str, Any]
         for b, s in combos:
             if True:
                 if s > cfg.max_position_embeddings:
-                    skipped.append({"model": m, "batch": b, "seq": s,
-                                    "reason": f"longer than the model's {cfg.max_position_embeddings} positions"})
+                    skipped.append(
+                        {
+                            "model": m,
+                            "batch": b,
+                            "seq": s,
+                            "reason": f"longer than the model's {cfg.max_position_embeddings} positions",
+                        }
+                    )
                     continue
-                cost = b * s * cfg.num_hidden_layers * cfg.hidden_size ** 2
+                cost = b * s * cfg.num_hidden_layers * cfg.hidden_size**2
                 if cpu and not explicit and not args.quick and cost > CPU_DEFAULT_BUDGET:
                     skipped.append({"model": m, "batch": b, "seq": s, "reason": "CPU default grid budget"})
                     continue
@@ -325,27 +335,56 @@ def _time_shape(models, mname, batch, seq, cfg, mode, device, dtype, gen, rng, b
             if k == "base":
                 continue
             diff = float((mdl(**inputs[0]).logits.float() - ref_logits).abs().max())
-            checks.append({"model": mname, "batch": batch, "seq": seq, "mode": mode, "variant": k,
-                           "max_abs_logit_diff_vs_base": diff, "active": diff > 0})
+            checks.append(
+                {
+                    "model": mname,
+                    "batch": batch,
+                    "seq": seq,
+                    "mode": mode,
+                    "variant": k,
+                    "max_abs_logit_diff_vs_base": diff,
+                    "active": diff > 0,
+                }
+            )
             if diff == 0:
-                warnings.warn(f"{k} on {mname}: logits identical to the base model's; the method is inactive")
+                warnings.warn(
+                    f"{k} on {mname}: logits identical to the base model's; the method is inactive", stacklevel=2
+                )
 
     def runner(mdl):
         def run(i):
             with torch.inference_mode():
                 return mdl(**inputs[i]).logits
+
         return run
 
     variants = [H.Variant(k, runner(v)) for k, v in models.items()]
-    stats = H.measure_interleaved(variants, device=device, n_buffers=len(inputs), warmup=warmup,
-                                  repeats=repeats, min_sample_s=0.0, rng=rng, on_sample=lambda _n: bar.update(1))
+    stats = H.measure_interleaved(
+        variants,
+        device=device,
+        n_buffers=len(inputs),
+        warmup=warmup,
+        repeats=repeats,
+        min_sample_s=0.0,
+        rng=rng,
+        on_sample=lambda _n: bar.update(1),
+    )
     base_s = stats["base"].samples
     rows = []
     for k, st in stats.items():
-        row = {"model": mname, "batch": batch, "seq": seq, "tokens": batch * seq, "variant": k, "mode": mode,
-               "trainable_params": trainable.get(k, 0), "compiled": mode != "eager",
-               "dtype": str(dtype).replace("torch.", ""),
-               "seq_per_s": batch / st.median, "tokens_per_s": batch * seq / st.median}
+        row = {
+            "model": mname,
+            "batch": batch,
+            "seq": seq,
+            "tokens": batch * seq,
+            "variant": k,
+            "mode": mode,
+            "trainable_params": trainable.get(k, 0),
+            "compiled": mode != "eager",
+            "dtype": str(dtype).replace("torch.", ""),
+            "seq_per_s": batch / st.median,
+            "tokens_per_s": batch * seq / st.median,
+        }
         row.update(st.as_dict())
         row.update(_paired_overhead(st.samples, base_s))
         rows.append(row)
@@ -370,7 +409,7 @@ def measure_latency(args, device, dtype, bar, rng, gen, backends, methods):
         for meth in methods:
             if meth == "base":
                 continue
-            for be in (backends if meth.startswith("layerconnect") else [None]):
+            for be in backends if meth.startswith("layerconnect") else [None]:
                 key = _variant_key(meth, be)
                 try:
                     models[key], trainable[key] = make_variant(base, meth, be)
@@ -380,8 +419,9 @@ def measure_latency(args, device, dtype, bar, rng, gen, backends, methods):
             compiled = {k: _compiled(v, mode) for k, v in models.items()}
             for batch, seq in bs:
                 bar.set_description_str(f"{mname} b={batch} s={seq} {mode}")
-                rows, chk = _time_shape(compiled, mname, batch, seq, cfg, mode, device, dtype, gen, rng, bar,
-                                        trainable, warmup, repeats)
+                rows, chk = _time_shape(
+                    compiled, mname, batch, seq, cfg, mode, device, dtype, gen, rng, bar, trainable, warmup, repeats
+                )
                 results += rows
                 checks += chk
         del models, base
@@ -407,8 +447,9 @@ def _cpu_peak_during(fn) -> Tuple[int, str]:
                 yield e
                 yield from walk(e.children)
 
-        allocs = [e for e in walk(prof.profiler.kineto_results.experimental_event_tree())
-                  if e.tag == _EventType.Allocation]
+        allocs = [
+            e for e in walk(prof.profiler.kineto_results.experimental_event_tree()) if e.tag == _EventType.Allocation
+        ]
         allocs.sort(key=lambda e: e.start_time_ns)
         cur = peak = 0
         for e in allocs:
@@ -416,7 +457,7 @@ def _cpu_peak_during(fn) -> Tuple[int, str]:
             peak = max(peak, cur)
         return peak, "torch.profiler allocation events"
     except (ImportError, AttributeError) as exc:  # pragma: no cover - depends on torch internals
-        raise RuntimeError(f"cannot read the profiler's allocation events in torch {torch.__version__}: {exc}")
+        raise RuntimeError(f"cannot read the profiler's allocation events in torch {torch.__version__}: {exc}") from exc
 
 
 def _saving_hook(model):
@@ -480,8 +521,9 @@ def saved_with_grad_to_embeddings(model, inputs) -> int:
     return int(sum(saved.values()))
 
 
-def _memory_worker(mname: str, b: int, s: int, meth: str, be: Optional[str], device: str, dtype: str,
-                   seed: int, threads: Optional[int]) -> Dict[str, Any]:
+def _memory_worker(
+    mname: str, b: int, s: int, meth: str, be: Optional[str], device: str, dtype: str, seed: int, threads: Optional[int]
+) -> Dict[str, Any]:
     """One method's training-step memory, in a fresh process (see :func:`measure_memory`)."""
     H.apply_threads(threads)
     dev, dt = torch.device(device), _DTYPES[dtype]
@@ -514,7 +556,9 @@ def measure_memory(args, device, dtype, backends, methods, seed, bar) -> Dict[st
         mname, b, s = args.memory_shape.split(",")
         b, s = int(b), int(s)
     except ValueError:
-        raise SystemExit(f"--memory-shape: expected model,batch,seq like bert-base,32,128, got {args.memory_shape!r}")
+        raise SystemExit(
+            f"--memory-shape: expected model,batch,seq like bert-base,32,128, got {args.memory_shape!r}"
+        ) from None
     if mname not in MODELS:
         raise SystemExit(f"--memory-shape: {mname!r} is not one of {', '.join(MODELS)}")
     if args.quick and args.memory_shape == "bert-base,32,128":
@@ -523,7 +567,7 @@ def measure_memory(args, device, dtype, backends, methods, seed, bar) -> Dict[st
     for meth in methods:
         if meth in ("lora-merged", "layerconnect-oop"):
             continue  # inference-time forms: they train as "lora" / "layerconnect"
-        for be in (backends if meth == "layerconnect" else [None]):
+        for be in backends if meth == "layerconnect" else [None]:
             keys.append((meth, be))
     rows = []
     dt_name = str(dtype).replace("torch.", "")
@@ -531,8 +575,9 @@ def measure_memory(args, device, dtype, backends, methods, seed, bar) -> Dict[st
     for meth, be in keys:
         bar.set_description_str(f"memory {meth if be is None else 'lc:' + be}")
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            rows.append(pool.submit(_memory_worker, mname, b, s, meth, be, device.type, dt_name, seed,
-                                    args.threads).result())
+            rows.append(
+                pool.submit(_memory_worker, mname, b, s, meth, be, device.type, dt_name, seed, args.threads).result()
+            )
         bar.update(1)
     cfg = model_config(mname)
     x_bytes = b * s * cfg.hidden_size * torch.empty((), dtype=dtype).element_size()
@@ -542,15 +587,24 @@ def measure_memory(args, device, dtype, backends, methods, seed, bar) -> Dict[st
             r["extra_saved_bytes_vs_base"] = r["saved_activation_bytes"] - base_row["saved_activation_bytes"]
             r["extra_peak_bytes_vs_base"] = r["peak_step_bytes"] - base_row["peak_step_bytes"]
             r["extra_saved_grad_to_emb_bytes_vs_base"] = (
-                r["saved_bytes_grad_to_embeddings"] - base_row["saved_bytes_grad_to_embeddings"])
+                r["saved_bytes_grad_to_embeddings"] - base_row["saved_bytes_grad_to_embeddings"]
+            )
             if r["variant"].startswith("lc:"):
                 from ...method.config import LayerConnectConfig, resolve_positions
 
                 n_pos = len(resolve_positions(LayerConnectConfig().positions, cfg.num_hidden_layers))
                 r["connector_positions"] = n_pos
-                r["extra_saved_x_tensors_per_connector"] = r["extra_saved_grad_to_emb_bytes_vs_base"] / (n_pos * x_bytes)
-    return {"model": mname, "batch": b, "seq": s, "x_bytes": x_bytes, "rows": rows,
-            "isolation": "one fresh process per method"}
+                r["extra_saved_x_tensors_per_connector"] = r["extra_saved_grad_to_emb_bytes_vs_base"] / (
+                    n_pos * x_bytes
+                )
+    return {
+        "model": mname,
+        "batch": b,
+        "seq": s,
+        "x_bytes": x_bytes,
+        "rows": rows,
+        "isolation": "one fresh process per method",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,7 +641,8 @@ def run(args) -> Dict[str, Any]:
     try:
         if do_latency:
             shapes, skipped, checks, results, repeats, warmup = measure_latency(
-                args, device, dtype, bar, rng, gen, backends, methods)
+                args, device, dtype, bar, rng, gen, backends, methods
+            )
             out["skipped"] += skipped
             out["checks"] = checks
             out["results"] = results
@@ -600,9 +655,15 @@ def run(args) -> Dict[str, Any]:
         bar.close()
     env["loadavg_end"] = list(os.getloadavg())
     out["config"] = {
-        "device": device.type, "dtype": str(dtype).replace("torch.", ""), "methods": methods,
-        "backends": backends, "repeats": repeats, "warmup": warmup, "seed": seed,
-        "modes": args.modes, "argv": sys.argv[1:],
+        "device": device.type,
+        "dtype": str(dtype).replace("torch.", ""),
+        "methods": methods,
+        "backends": backends,
+        "repeats": repeats,
+        "warmup": warmup,
+        "seed": seed,
+        "modes": args.modes,
+        "argv": sys.argv[1:],
     }
     out["headline"] = _headline(out.get("results", []), device)
     return out
@@ -610,8 +671,14 @@ def run(args) -> Dict[str, Any]:
 
 def _headline(results, device) -> Optional[Dict[str, Any]]:
     """The acceptance figure: LayerConnect's overhead < Houlsby's / 3 and <= Pfeiffer's (CPU)."""
-    sel = {r["variant"]: r for r in results if r["model"] == HEADLINE["model"]
-           and r["batch"] == HEADLINE["batch"] and r["seq"] == HEADLINE["seq"] and r["mode"] == "eager"}
+    sel = {
+        r["variant"]: r
+        for r in results
+        if r["model"] == HEADLINE["model"]
+        and r["batch"] == HEADLINE["batch"]
+        and r["seq"] == HEADLINE["seq"]
+        and r["mode"] == "eager"
+    }
     if "houlsby" not in sel or "pfeiffer" not in sel:
         return None
     lc = {k: v["overhead_pct"] for k, v in sel.items() if k.startswith("lc:")}
@@ -620,29 +687,88 @@ def _headline(results, device) -> Optional[Dict[str, Any]]:
     hou, pfe = sel["houlsby"]["overhead_pct"], sel["pfeiffer"]["overhead_pct"]
     best = "lc:cpu" if "lc:cpu" in lc else min(lc, key=lc.get)
     return {
-        **HEADLINE, "device": device.type, "houlsby_overhead_pct": hou, "pfeiffer_overhead_pct": pfe,
-        "lc_overhead_pct": lc, "judged_variant": best,
+        **HEADLINE,
+        "device": device.type,
+        "houlsby_overhead_pct": hou,
+        "pfeiffer_overhead_pct": pfe,
+        "lc_overhead_pct": lc,
+        "judged_variant": best,
         "pass": bool(lc[best] < hou / 3.0 and lc[best] <= pfe),
     }
+
+
+def _memory_lines(mem: Dict[str, Any]) -> List[str]:
+    """The training-step memory table."""
+    out: List[str] = []
+    mb = lambda v: f"{v / 2**20:.1f}"
+    rows = []
+    for r in mem["rows"]:
+        per = r.get("extra_saved_x_tensors_per_connector")
+        rows.append(
+            [
+                r["variant"],
+                mb(r["peak_step_bytes"]),
+                mb(r.get("extra_peak_bytes_vs_base", 0)),
+                mb(r["saved_activation_bytes"]),
+                mb(r.get("extra_saved_grad_to_emb_bytes_vs_base", 0)),
+                "" if per is None else f"{per:.3f}",
+            ]
+        )
+    out.append(
+        f"training-step memory: {mem['model']} batch {mem['batch']} length {mem['seq']} "
+        f"(one x = {mb(mem['x_bytes'])} MiB)"
+    )
+    out.append(
+        H.format_table(
+            [
+                "variant",
+                "step peak MiB",
+                "+ vs base",
+                "saved act. MiB",
+                "+ vs base (grad to emb.)",
+                "extra x per connector",
+            ],
+            rows,
+        )
+    )
+    return out
 
 
 def format_results(res: Dict[str, Any]) -> str:
     env = res["env"]
     cfg = res["config"]
-    lines = [f"e2e benchmark  {cfg['device']} {cfg['dtype']}  "
-             f"{env['cpu_model'] if cfg['device'] == 'cpu' else env.get('gpu')}  torch {env['torch']}  "
-             f"threads {env['torch_threads']}  {env['date_utc']} UTC  load {env['loadavg_1_5_15']}"
-             + f"  modes {cfg.get('modes', 'eager')}"]
+    lines = [
+        f"e2e benchmark  {cfg['device']} {cfg['dtype']}  "
+        f"{env['cpu_model'] if cfg['device'] == 'cpu' else env.get('gpu')}  torch {env['torch']}  "
+        f"threads {env['torch_threads']}  {env['date_utc']} UTC  load {env['loadavg_1_5_15']}"
+        + f"  modes {cfg.get('modes', 'eager')}"
+    ]
     if res.get("results"):
         rows = []
         for r in res["results"]:
-            over = "" if r["variant"] == "base" else (
-                f"{r['overhead_pct']:+.2f}% [{r['overhead_q1_pct']:+.1f},{r['overhead_q3_pct']:+.1f}]")
-            rows.append([f"{r['model']} b={r['batch']} s={r['seq']}", r["mode"], r["variant"], f"{r['median_ms']:.2f}",
-                         f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f}", f"{r['seq_per_s']:.1f}", over,
-                         f"{r['trainable_params']:,}"])
-        lines.append(H.format_table(
-            ["shape", "mode", "variant", "median ms", "IQR ms", "seq/s", "overhead vs base [IQR]", "trainable"], rows))
+            over = (
+                ""
+                if r["variant"] == "base"
+                else (f"{r['overhead_pct']:+.2f}% [{r['overhead_q1_pct']:+.1f},{r['overhead_q3_pct']:+.1f}]")
+            )
+            rows.append(
+                [
+                    f"{r['model']} b={r['batch']} s={r['seq']}",
+                    r["mode"],
+                    r["variant"],
+                    f"{r['median_ms']:.2f}",
+                    f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f}",
+                    f"{r['seq_per_s']:.1f}",
+                    over,
+                    f"{r['trainable_params']:,}",
+                ]
+            )
+        lines.append(
+            H.format_table(
+                ["shape", "mode", "variant", "median ms", "IQR ms", "seq/s", "overhead vs base [IQR]", "trainable"],
+                rows,
+            )
+        )
     for c in res.get("checks", []):
         if not c["active"]:
             lines.append(f"INACTIVE (logits equal the base's): {c}")
@@ -650,24 +776,16 @@ def format_results(res: Dict[str, Any]) -> str:
         lines.append(f"skipped: {s}")
     mem = res.get("memory")
     if mem:
-        mb = lambda v: f"{v / 2 ** 20:.1f}"
-        rows = []
-        for r in mem["rows"]:
-            per = r.get("extra_saved_x_tensors_per_connector")
-            rows.append([r["variant"], mb(r["peak_step_bytes"]), mb(r.get("extra_peak_bytes_vs_base", 0)),
-                         mb(r["saved_activation_bytes"]), mb(r.get("extra_saved_grad_to_emb_bytes_vs_base", 0)),
-                         "" if per is None else f"{per:.3f}"])
-        lines.append(f"training-step memory: {mem['model']} batch {mem['batch']} length {mem['seq']} "
-                     f"(one x = {mb(mem['x_bytes'])} MiB)")
-        lines.append(H.format_table(["variant", "step peak MiB", "+ vs base", "saved act. MiB",
-                                     "+ vs base (grad to emb.)", "extra x per connector"], rows))
+        lines += _memory_lines(mem)
     h = res.get("headline")
     if h:
         lc = ", ".join(f"{k} {v:+.2f}%" for k, v in h["lc_overhead_pct"].items())
-        lines.append(f"headline {h['model']} b={h['batch']} s={h['seq']}: houlsby {h['houlsby_overhead_pct']:+.2f}%  "
-                     f"pfeiffer {h['pfeiffer_overhead_pct']:+.2f}%  {lc}; {h['judged_variant']} must be "
-                     f"< houlsby/3 = {h['houlsby_overhead_pct'] / 3:+.2f}% and <= pfeiffer: "
-                     f"{'PASS' if h['pass'] else 'FAIL'}")
+        lines.append(
+            f"headline {h['model']} b={h['batch']} s={h['seq']}: houlsby {h['houlsby_overhead_pct']:+.2f}%  "
+            f"pfeiffer {h['pfeiffer_overhead_pct']:+.2f}%  {lc}; {h['judged_variant']} must be "
+            f"< houlsby/3 = {h['houlsby_overhead_pct'] / 3:+.2f}% and <= pfeiffer: "
+            f"{'PASS' if h['pass'] else 'FAIL'}"
+        )
     return "\n".join(lines)
 
 
@@ -690,8 +808,14 @@ def plot(res: Dict[str, Any], path) -> None:
     for j, v in enumerate(variants):
         ys = []
         for key in shapes:
-            r = next((r for r in res["results"] if (r["model"], r["batch"], r["seq"], r.get("mode", "eager")) == key
-                      and r["variant"] == v), None)
+            r = next(
+                (
+                    r
+                    for r in res["results"]
+                    if (r["model"], r["batch"], r["seq"], r.get("mode", "eager")) == key and r["variant"] == v
+                ),
+                None,
+            )
             ys.append(float("nan") if r is None else r["overhead_pct"])
         ax.bar([i + j * width for i in range(len(shapes))], ys, width, label=v)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
@@ -699,8 +823,11 @@ def plot(res: Dict[str, Any], path) -> None:
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel("latency overhead over base (%)")
     env = res["env"]
-    ax.set_title(f"e2e inference overhead ({res['config']['device']}, {res['config']['dtype']}, "
-                 f"torch {env['torch']}, {env['date_utc']})", fontsize=9)
+    ax.set_title(
+        f"e2e inference overhead ({res['config']['device']}, {res['config']['dtype']}, "
+        f"torch {env['torch']}, {env['date_utc']})",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -20,6 +20,7 @@ What it guarantees, because each point has bitten benchmark suites before:
 Untimed per-call preparation (e.g. building the autograd graph before timing a backward) goes in a
 variant's ``setup``; only ``run`` is inside the clock.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -103,8 +104,12 @@ def _quantile(sorted_vals: Sequence[float], q: float) -> float:
 def _stats(samples: List[float], inner: int) -> Stats:
     s = sorted(samples)
     return Stats(
-        median=statistics.median(s), q1=_quantile(s, 0.25), q3=_quantile(s, 0.75), min=s[0],
-        samples=list(samples), inner=inner,
+        median=statistics.median(s),
+        q1=_quantile(s, 0.25),
+        q3=_quantile(s, 0.75),
+        min=s[0],
+        samples=list(samples),
+        inner=inner,
     )
 
 
@@ -295,8 +300,19 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # command-line options both benchmarks share (one definition, so `layerconnect bench` can merge them)
 # ---------------------------------------------------------------------------------------------
 
-COMMON_DESTS = ("device", "dtype", "quick", "out", "repeats", "warmup", "seed", "backends", "threads", "no_progress",
-                "no_plot")
+COMMON_DESTS = (
+    "device",
+    "dtype",
+    "quick",
+    "out",
+    "repeats",
+    "warmup",
+    "seed",
+    "backends",
+    "threads",
+    "no_progress",
+    "no_plot",
+)
 
 
 def apply_threads(n: Optional[int]) -> None:

@@ -31,6 +31,23 @@ def __getattr__(name):  # the heavy parts load on first use
     raise AttributeError(name)
 
 
-__all__ = ["TASKS", "TASK_NAMES", "GlueTask", "get_task", "compute_task_metrics", "glue_average", "task_score",
-           "TrainOptions", "EvalOptions", "train", "evaluate_checkpoint", "evaluate", "load_glue", "load_split",
-           "read_glue_tsv", "resolve_data_dir", "GlueDataError", "METRIC_PATH"]
+__all__ = [
+    "TASKS",
+    "TASK_NAMES",
+    "GlueTask",
+    "get_task",
+    "compute_task_metrics",
+    "glue_average",
+    "task_score",
+    "TrainOptions",
+    "EvalOptions",
+    "train",
+    "evaluate_checkpoint",
+    "evaluate",
+    "load_glue",
+    "load_split",
+    "read_glue_tsv",
+    "resolve_data_dir",
+    "GlueDataError",
+    "METRIC_PATH",
+]

@@ -21,8 +21,19 @@ import torch
 from ...method import trained_state
 from ...utils.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["WEIGHTS_FILE", "RUN_FILE", "COMPLETE_FILE", "METRICS_FILE", "RUN_FORMAT", "save_trainable",
-           "load_trainable", "read_run", "find_resume_checkpoint", "trainable_digest", "check_output_dir"]
+__all__ = [
+    "WEIGHTS_FILE",
+    "RUN_FILE",
+    "COMPLETE_FILE",
+    "METRICS_FILE",
+    "RUN_FORMAT",
+    "save_trainable",
+    "load_trainable",
+    "read_run",
+    "find_resume_checkpoint",
+    "trainable_digest",
+    "check_output_dir",
+]
 
 WEIGHTS_FILE = "trainable.safetensors"
 RUN_FILE = "run.json"
@@ -89,10 +100,10 @@ def find_resume_checkpoint(output_dir: str) -> Optional[str]:
         return None
     best = None
     for name in os.listdir(output_dir):
-        if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+        if name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
             full = os.path.join(output_dir, name)
             if os.path.isfile(os.path.join(full, COMPLETE_FILE)):
-                step = int(name[len("checkpoint-"):])
+                step = int(name[len("checkpoint-") :])
                 if best is None or step > best[0]:
                     best = (step, full)
     return None if best is None else best[1]
@@ -120,12 +131,16 @@ def check_output_dir(output_dir: str, run: dict, resume: bool, overwrite: bool) 
             prev = read_run(existing)
             diff = {k: (prev.get(k), v) for k, v in run.items() if k != "data_dir" and prev.get(k) != v}
             if diff:
-                raise ValueError(f"--resume: {existing} was written by a different run (saved vs now: {diff}); "
-                                 "use the same arguments or another --output-dir")
+                raise ValueError(
+                    f"--resume: {existing} was written by a different run (saved vs now: {diff}); "
+                    "use the same arguments or another --output-dir"
+                )
         return existing
     if existing is not None:
-        raise ValueError(f"--output-dir {output_dir} already holds checkpoints ({existing}); pass --resume to "
-                         "continue that run, --overwrite to replace it, or choose an empty --output-dir")
+        raise ValueError(
+            f"--output-dir {output_dir} already holds checkpoints ({existing}); pass --resume to "
+            "continue that run, --overwrite to replace it, or choose an empty --output-dir"
+        )
     return None
 
 
@@ -146,8 +161,15 @@ def _clear_run(output_dir: str) -> None:
 
     for name in os.listdir(output_dir):
         full = os.path.join(output_dir, name)
-        ours = (name.startswith("checkpoint-") or name in (METRICS_FILE, RUN_FILE, WEIGHTS_FILE, "log.jsonl",
-                                                            "curves.png", "connectors", "trainer_state.json"))
+        ours = name.startswith("checkpoint-") or name in (
+            METRICS_FILE,
+            RUN_FILE,
+            WEIGHTS_FILE,
+            "log.jsonl",
+            "curves.png",
+            "connectors",
+            "trainer_state.json",
+        )
         if ours:
             shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
 
@@ -159,5 +181,3 @@ def trainable_digest(model) -> str:
         h.update(f"{n}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
-
-

@@ -8,6 +8,7 @@ header (or the fixed count for header-less CoLA); anything else is an error nami
 Rows come out with the task's canonical columns (``TASKS[..].text_fields``), ``label`` (int, or
 float for STS-B) and ``idx`` (row number in the file), the same shape the hub's ``nyu-mll/glue`` has.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,17 @@ from typing import Callable, Dict, Optional, Tuple
 
 from .tasks import GlueTask, get_task
 
-__all__ = ["GlueDataError", "resolve_data_dir", "read_glue_tsv", "load_split", "load_glue",
-           "split_heldout", "subsample", "prepare_splits", "ENV_DATA_DIR"]
+__all__ = [
+    "GlueDataError",
+    "resolve_data_dir",
+    "read_glue_tsv",
+    "load_split",
+    "load_glue",
+    "split_heldout",
+    "subsample",
+    "prepare_splits",
+    "ENV_DATA_DIR",
+]
 
 ENV_DATA_DIR = "LAYERCONNECT_GLUE_DIR"
 
@@ -50,9 +60,14 @@ def _convert_label(task: GlueTask, raw: str, path: str, line: int):
             raise ValueError
         return value
     except ValueError:
-        want = ("a number" if task.is_regression else
-                " or ".join(repr(s) for s in (task.label_names or [str(i) for i in range(task.num_labels)])))
-        raise GlueDataError(f"{path}, line {line}: label {raw!r} is not valid for {task.name} (expected {want})") from None
+        want = (
+            "a number"
+            if task.is_regression
+            else " or ".join(repr(s) for s in (task.label_names or [str(i) for i in range(task.num_labels)]))
+        )
+        raise GlueDataError(
+            f"{path}, line {line}: label {raw!r} is not valid for {task.name} (expected {want})"
+        ) from None
 
 
 def read_glue_tsv(task: GlueTask | str, path: str) -> Dict[str, list]:
@@ -82,7 +97,9 @@ def _read_rows(task: GlueTask, path: str, cols: Dict[str, list]) -> Dict[str, li
             header = [h.strip() for h in header]
             missing = [c for c in (*task.tsv_text, task.tsv_label) if c not in header]
             if missing:
-                raise GlueDataError(f"{path}, line 1: header lacks column(s) {missing} for {task.name}; header is {header}")
+                raise GlueDataError(
+                    f"{path}, line 1: header lacks column(s) {missing} for {task.name}; header is {header}"
+                )
             n_fields = len(header)
             text_pos = [header.index(c) for c in task.tsv_text]
             # MNLI's gold_label is the last column; index() finds the (only) one by name
@@ -169,8 +186,13 @@ def subsample(ds, n: Optional[int], seed: int = 0):
     return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
 
 
-def prepare_splits(task: GlueTask, data_dir: Optional[str], heldout_rows: Callable[[int], int],
-                   train_subsample: Optional[int], seed: int = 0):
+def prepare_splits(
+    task: GlueTask,
+    data_dir: Optional[str],
+    heldout_rows: Callable[[int], int],
+    train_subsample: Optional[int],
+    seed: int = 0,
+):
     """``(train, heldout or None, {dev split: rows})`` of a run.
 
     ``heldout_rows(n_train)`` says how many train rows to hold out for model selection (a fixed slice,

@@ -99,8 +99,15 @@ class Example:
 
 def _examples(task, ds) -> List[Example]:
     fields = list(task.text_fields)
-    return [Example(task.name, ex[fields[0]], ex[fields[1]] if len(fields) > 1 else None,
-                    float(ex["label"]) if task.is_regression else int(ex["label"])) for ex in ds]
+    return [
+        Example(
+            task.name,
+            ex[fields[0]],
+            ex[fields[1]] if len(fields) > 1 else None,
+            float(ex["label"]) if task.is_regression else int(ex["label"]),
+        )
+        for ex in ds
+    ]
 
 
 def _encode(mt: MultiTaskModel, tokenizer, rows: Sequence[Example], max_length: int) -> Dict[str, Tensor]:
@@ -108,8 +115,9 @@ def _encode(mt: MultiTaskModel, tokenizer, rows: Sequence[Example], max_length: 
     return {k: v.to(mt.device) for k, v in enc.items()}
 
 
-def batch_loss(mt: MultiTaskModel, tokenizer, rows: Sequence[Example], max_length: int = 128
-               ) -> Tuple[Tensor, Dict[str, int]]:
+def batch_loss(
+    mt: MultiTaskModel, tokenizer, rows: Sequence[Example], max_length: int = 128
+) -> Tuple[Tensor, Dict[str, int]]:
     """The mixed-batch loss (module docstring) and how many rows each task had."""
     names = mt.task_names
     ids = torch.tensor([names.index(r.task) for r in rows], dtype=torch.long)
@@ -127,8 +135,9 @@ def batch_loss(mt: MultiTaskModel, tokenizer, rows: Sequence[Example], max_lengt
 
 
 @torch.no_grad()
-def evaluate_task(mt: MultiTaskModel, tokenizer, task, rows: Sequence[Example], batch_size: int,
-                  max_length: int) -> Dict[str, float]:
+def evaluate_task(
+    mt: MultiTaskModel, tokenizer, task, rows: Sequence[Example], batch_size: int, max_length: int
+) -> Dict[str, float]:
     """GLUE metrics of ``task`` on ``rows`` (single-task batches: the function is the same either way)."""
     import numpy as np
 
@@ -139,7 +148,7 @@ def evaluate_task(mt: MultiTaskModel, tokenizer, task, rows: Sequence[Example], 
     preds = []
     try:
         for s in range(0, len(rows), batch_size):
-            chunk = rows[s:s + batch_size]
+            chunk = rows[s : s + batch_size]
             ids = torch.full((len(chunk),), mt.task_names.index(task.name), dtype=torch.long)
             for lg in mt.row_logits(task_ids=ids, **_encode(mt, tokenizer, chunk, max_length)):
                 preds.append(float(lg[0]) if task.is_regression else int(torch.argmax(lg)))
@@ -158,8 +167,7 @@ def _setup(opts: TrainOptions, log):
         torch.set_num_threads(int(opts.threads))
     tasks = [get_task(n) for n in opts.tasks]
     model_path = opts.model or default_model_path()
-    rows = [_examples(t, subsample(load_split(t, "train", opts.data_dir), opts.train_subsample, seed=0))
-            for t in tasks]
+    rows = [_examples(t, subsample(load_split(t, "train", opts.data_dir), opts.train_subsample, seed=0)) for t in tasks]
     torch.manual_seed(opts.seed)
     lc_cfg = LayerConnectConfig(**opts.method_options())
     mt = MultiTaskModel(model_path, backend=lc_cfg.backend, trainable=True)
@@ -210,30 +218,55 @@ def train_joint(opts: TrainOptions, log=None) -> dict:
     tasks, model_path, rows, mt, tok = _setup(opts, log)
     sizes = [len(r) for r in rows]
     probs = sampling_probs(sizes, opts.sampling, opts.temperature)
-    log(f"joint training of {opts.tasks} on {model_path}: {opts.sampling} sampling p = "
-        f"{[round(p, 4) for p in probs]} (train rows {sizes})")
+    log(
+        f"joint training of {opts.tasks} on {model_path}: {opts.sampling} sampling p = "
+        f"{[round(p, 4) for p in probs]} (train rows {sizes})"
+    )
     steps, history, seen = _fit(opts, mt, tok, rows, probs, log)
     mt.eval()
     scores: Dict[str, dict] = {}
     for task in tasks:
-        per = {split: evaluate_task(mt, tok, task, _examples(task, load_split(task, split, opts.data_dir)),
-                                    opts.eval_batch_size, opts.max_length) for split, _, _ in task.dev_splits}
+        per = {
+            split: evaluate_task(
+                mt,
+                tok,
+                task,
+                _examples(task, load_split(task, split, opts.data_dir)),
+                opts.eval_batch_size,
+                opts.max_length,
+            )
+            for split, _, _ in task.dev_splits
+        }
         s = per[task.dev_splits[0][0]] if len(per) == 1 else per
         scores[task.name] = {"scores": s, "score": task_score(task.name, s)}
         log(f"{task.name}: {json.dumps(scores[task.name])}")
     out = opts.resolved_output_dir()
-    joint = {"tasks": opts.tasks, "sampling": opts.sampling, "temperature": opts.temperature, "steps": steps,
-             "seed": opts.seed, "model": model_path}
+    joint = {
+        "tasks": opts.tasks,
+        "sampling": opts.sampling,
+        "temperature": opts.temperature,
+        "steps": steps,
+        "seed": opts.seed,
+        "model": model_path,
+    }
     saved = {t.name: mt.save_task(t.name, os.path.join(out, t.name), extra={"joint": joint}) for t in tasks}
     results = {
-        "format": "layerconnect-multitask-run/2", "command": opts.command(), "model": model_path,
+        "format": "layerconnect-multitask-run/2",
+        "command": opts.command(),
+        "model": model_path,
         "options": {k: v for k, v in vars(opts).items() if k != "tasks"},
-        "sampling_probs": dict(zip(opts.tasks, probs)), "train_rows": dict(zip(opts.tasks, sizes)),
-        "rows_seen": seen, "steps": steps, "history": history, "scores": scores,
+        "sampling_probs": dict(zip(opts.tasks, probs)),
+        "train_rows": dict(zip(opts.tasks, sizes)),
+        "rows_seen": seen,
+        "steps": steps,
+        "history": history,
+        "scores": scores,
         "average": (sum(v["score"] for v in scores.values()) / len(scores)) if scores else None,
-        "artefacts": saved, "wall_time_s": round(time.time() - t0, 2),
-        "trainable_params_per_task": {n: mt.task_param_bytes(n) // mt.hypernet.theta.element_size()
-                                      for n in opts.tasks},
+        "artefacts": saved,
+        "wall_time_s": round(time.time() - t0, 2),
+        "trainable_params_per_task": {
+            n: mt.task_param_bytes(n) // mt.hypernet.theta.element_size() for n in opts.tasks
+        },
     }
     atomic_write_json(os.path.join(out, RESULTS_FILE), results)
     return results

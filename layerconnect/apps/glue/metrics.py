@@ -64,7 +64,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < len(xs) and xs[j + 1] == xs[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return ranks
 
@@ -73,8 +73,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return pearson(_average_ranks(np.asarray(a, np.float64)), _average_ranks(np.asarray(b, np.float64)))
 
 
-_FUNCS = {"accuracy": accuracy, "f1": f1_binary, "matthews_correlation": matthews,
-          "pearson": pearson, "spearmanr": spearman}
+_FUNCS = {
+    "accuracy": accuracy,
+    "f1": f1_binary,
+    "matthews_correlation": matthews,
+    "pearson": pearson,
+    "spearmanr": spearman,
+}
 
 
 def compute_task_metrics(task: str, predictions, references) -> Dict[str, float]:
@@ -118,5 +123,3 @@ def glue_average(scores_by_task: Mapping[str, Mapping[str, float]]) -> float:
     if not scores_by_task:
         raise ValueError("scores_by_task is empty")
     return float(np.mean([task_score(task, s) for task, s in scores_by_task.items()]))
-
-

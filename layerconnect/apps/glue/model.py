@@ -49,5 +49,9 @@ def parameter_counts(model: nn.Module) -> Dict[str, int]:
     hf = model.get_base_model() if hasattr(model, "peft_config") else model
     head = sum(p.numel() for n in head_module_names(hf) for p in getattr(hf, n).parameters() if p.requires_grad)
     head += _readout_parameters(model)
-    return {"method": trainable - head, "head": head, "total_trainable": trainable,
-            "total": sum(p.numel() for p in model.parameters())}
+    return {
+        "method": trainable - head,
+        "head": head,
+        "total_trainable": trainable,
+        "total": sum(p.numel() for p in model.parameters()),
+    }

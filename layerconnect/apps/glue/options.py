@@ -14,8 +14,18 @@ from ...method.readout import READOUTS
 from ...utils.options import option, to_command
 from .tasks import TASK_NAMES, get_task
 
-__all__ = ["TrainOptions", "EvalOptions", "DEFAULT_LR", "DEFAULT_EPOCHS", "DEFAULT_POOLING", "HELDOUT_MAX_ROWS",
-           "HELDOUT_FRACTION", "SAMPLING", "LC_OPTION_NAMES", "split_tasks"]
+__all__ = [
+    "TrainOptions",
+    "EvalOptions",
+    "DEFAULT_LR",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_POOLING",
+    "HELDOUT_MAX_ROWS",
+    "HELDOUT_FRACTION",
+    "SAMPLING",
+    "LC_OPTION_NAMES",
+    "split_tasks",
+]
 
 # LayerConnect's few generated weights want a far larger step than adapters (probes on a held-out slice
 # of MRPC train: ~1e-2 against ~1e-3; 3e-2 stayed at the majority class). Other methods: 1e-3.
@@ -57,30 +67,44 @@ def _parse_value(v: str):
 class TrainOptions:
     """One fine-tuning run: a GLUE task (or several, trained jointly) x a method x a seed."""
 
-    task: str = option(help=f"one of {', '.join(TASK_NAMES)}; several comma-separated = joint multi-task "
-                            "training (LayerConnect only)", metavar="TASK[,TASK...]")
+    task: str = option(
+        help=f"one of {', '.join(TASK_NAMES)}; several comma-separated = joint multi-task training (LayerConnect only)",
+        metavar="TASK[,TASK...]",
+    )
     method: str = option("layerconnect", "the fine-tuning method", choices=METHODS)
     model: Optional[str] = option(None, "HF model name or path (default: the offline all-MiniLM-L6-v2)")
-    data_dir: Optional[str] = option(None, "GLUE TSV folder <dir>/<TASK>/{train,dev}.tsv (default: "
-                                           "$LAYERCONNECT_GLUE_DIR, else the hub)")
+    data_dir: Optional[str] = option(
+        None, "GLUE TSV folder <dir>/<TASK>/{train,dev}.tsv (default: $LAYERCONNECT_GLUE_DIR, else the hub)"
+    )
     output_dir: Optional[str] = option(None, "where the run is written (default: runs/<task>-<method>-s<seed>)")
     epochs: Optional[float] = option(None, f"passes over the training rows (default {DEFAULT_EPOCHS:g})")
     max_steps: Optional[int] = option(None, "train this many optimiser steps instead of --epochs")
-    lr: Optional[float] = option(None, "peak learning rate (default: "
-                                       + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items())
-                                       + f", {DEFAULT_LR_OTHER:g} otherwise)")
-    pooling: str = option(DEFAULT_POOLING, "sentence readout of the task head, trained for every method: "
-                                           "mean (masked mean of the last hidden states), cls (first token), "
-                                           "pooler (the model's pooler, made trainable)", choices=READOUTS)
-    heldout: Optional[int] = option(None, "rows of train held out (fixed, seed 0) to choose the epoch; dev is "
-                                          f"scored once at the end (default: {HELDOUT_FRACTION:.0%} of train, at "
-                                          f"most {HELDOUT_MAX_ROWS}; 0 = no selection, keep the last epoch)")
+    lr: Optional[float] = option(
+        None,
+        "peak learning rate (default: "
+        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items())
+        + f", {DEFAULT_LR_OTHER:g} otherwise)",
+    )
+    pooling: str = option(
+        DEFAULT_POOLING,
+        "sentence readout of the task head, trained for every method: "
+        "mean (masked mean of the last hidden states), cls (first token), "
+        "pooler (the model's pooler, made trainable)",
+        choices=READOUTS,
+    )
+    heldout: Optional[int] = option(
+        None,
+        "rows of train held out (fixed, seed 0) to choose the epoch; dev is "
+        f"scored once at the end (default: {HELDOUT_FRACTION:.0%} of train, at "
+        f"most {HELDOUT_MAX_ROWS}; 0 = no selection, keep the last epoch)",
+    )
     batch_size: int = option(32, "training batch size per process")
     eval_batch_size: int = option(64, "evaluation batch size")
     max_length: int = option(128, "tokenizer truncation length")
     seed: int = option(42, "seed of the head initialisation, the data order and dropout")
-    train_subsample: Optional[int] = option(None, "train on a fixed random N rows (the same N rows whatever "
-                                                  "--seed; taken after the held-out slice)")
+    train_subsample: Optional[int] = option(
+        None, "train on a fixed random N rows (the same N rows whatever --seed; taken after the held-out slice)"
+    )
     warmup_ratio: float = option(0.06, "linear warm-up over this fraction of the steps, then linear decay")
     weight_decay: float = option(0.0, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
@@ -96,13 +120,18 @@ class TrainOptions:
     alpha: Optional[float] = option(None, "connector scale (default 1.0)", group=_LC)
     backend: Optional[str] = option(None, "connector backend (default auto)", group=_LC)
     train_layernorm: bool = option(False, "also train the base model's LayerNorms", group=_LC)
-    method_option: List[str] = option(help="extra option passed to the method, KEY=VALUE (repeatable; VALUE "
-                                           "parsed as JSON when it can be)", metavar="KEY=VALUE",
-                                      default_factory=list)
-    sampling: str = option("temperature", "draw each example's task with p ∝ n (proportional) or p ∝ n^(1/T) "
-                                          "(temperature)", choices=SAMPLING, group=_JOINT)
-    temperature: float = option(2.0, "T of --sampling temperature (1 = proportional, large = uniform)",
-                                group=_JOINT)
+    method_option: List[str] = option(
+        help="extra option passed to the method, KEY=VALUE (repeatable; VALUE parsed as JSON when it can be)",
+        metavar="KEY=VALUE",
+        default_factory=list,
+    )
+    sampling: str = option(
+        "temperature",
+        "draw each example's task with p ∝ n (proportional) or p ∝ n^(1/T) (temperature)",
+        choices=SAMPLING,
+        group=_JOINT,
+    )
+    temperature: float = option(2.0, "T of --sampling temperature (1 = proportional, large = uniform)", group=_JOINT)
 
     def __post_init__(self):
         self.tasks = split_tasks(self.task)
@@ -122,12 +151,21 @@ class TrainOptions:
         if self.joint:
             if self.method != "layerconnect":
                 raise ValueError(f"joint multi-task training supports --method layerconnect only, got {self.method}")
-            unsupported = [flag for flag, given in (("--resume", self.resume), ("--heldout", self.heldout is not None),
-                                                    ("--save-steps", self.save_steps is not None),
-                                                    ("--overwrite", self.overwrite)) if given]
+            unsupported = [
+                flag
+                for flag, given in (
+                    ("--resume", self.resume),
+                    ("--heldout", self.heldout is not None),
+                    ("--save-steps", self.save_steps is not None),
+                    ("--overwrite", self.overwrite),
+                )
+                if given
+            ]
             if unsupported:
-                raise ValueError(f"{', '.join(unsupported)}: not supported by joint multi-task training (yet); "
-                                 "run without it, or train the tasks one at a time")
+                raise ValueError(
+                    f"{', '.join(unsupported)}: not supported by joint multi-task training (yet); "
+                    "run without it, or train the tasks one at a time"
+                )
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
         self.method_options()  # validate KEY=VALUE now, not after the data is loaded
@@ -172,8 +210,11 @@ class EvalOptions:
 
     checkpoint: str = option(help="a run's --output-dir or one of its checkpoint-N folders")
     data_dir: Optional[str] = option(None, "GLUE TSV folder (default: the run's, else $LAYERCONNECT_GLUE_DIR)")
-    split: Optional[str] = option(None, "'dev' (all dev splits), a dev split name (MNLI: matched/mismatched) "
-                                        "or 'heldout' (the run's selection slice) (default: dev)")
+    split: Optional[str] = option(
+        None,
+        "'dev' (all dev splits), a dev split name (MNLI: matched/mismatched) "
+        "or 'heldout' (the run's selection slice) (default: dev)",
+    )
     model: Optional[str] = option(None, "base model path, if it moved since training")
     batch_size: Optional[int] = option(None, "evaluation batch size (default: the run's)")
     output: Optional[str] = option(None, "also write the result JSON here")

@@ -26,7 +26,7 @@ def score_splits(trainer, datasets: Dict[str, object], task: GlueTask) -> Dict[s
     per = {}
     for name, ds in datasets.items():
         m = trainer.evaluate(eval_dataset=ds, metric_key_prefix="dev")
-        per[name] = {k[len("dev_"):]: v for k, v in m.items() if k[len("dev_"):] in (*task.metrics, "score")}
+        per[name] = {k[len("dev_") :]: v for k, v in m.items() if k[len("dev_") :] in (*task.metrics, "score")}
     if len(per) == 1:
         (only,) = per.values()
         return {"scores": {k: only[k] for k in task.metrics}, "score": only["score"], "splits": per}
@@ -73,22 +73,47 @@ def finish_metrics(ctx, trainer, out, dev: dict, base: dict, counts: dict, diges
     if loss["final_train_loss"] is not None and base["constant_train_loss"] > 0:
         ratio = loss["final_train_loss"] / base["constant_train_loss"]
     return {
-        "task": ctx.task.name, "method": o.method, "method_options": o.method_options(), "pooling": o.pooling,
-        "model": o.model, "seed": o.seed, "eval_split": "dev", "scores": dev["scores"], "score": dev["score"],
-        "dev": dev["splits"], "majority_dev_score": base["majority_dev_score"],
-        "selection": {"split": "heldout" if sel else None, "rows": ctx.run["heldout"],
-                      "score": st.best_metric if sel else None, "best_step": st.best_global_step if sel else None,
-                      "history": sel},
-        "train_size": len(ctx.rows["train"]), "dev_sizes": {k: len(v) for k, v in ctx.rows["dev"].items()},
-        **loss, "constant_train_loss": base["constant_train_loss"], "loss_ratio_to_constant": ratio,
-        "trainable_params": counts["method"], "head_params": counts["head"],
-        "trainable_params_with_head": counts["total_trainable"], "total_params": counts["total"],
-        "trainable_sha256": digest, "global_steps": st.global_step,
-        "best_checkpoint": st.best_model_checkpoint, "train_runtime_s": out.metrics.get("train_runtime"),
-        "wall_time_s": time.time() - ctx.started, "resumed_from": ctx.resume_ckpt,
-        "world_size": trainer.args.world_size, "lr": o.resolved_lr(), "epochs": o.resolved_epochs(),
-        "hyperparameters": ctx.run["optimisation"], "command": o.command(), "argv": sys.argv,
-        "versions": package_versions(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "task": ctx.task.name,
+        "method": o.method,
+        "method_options": o.method_options(),
+        "pooling": o.pooling,
+        "model": o.model,
+        "seed": o.seed,
+        "eval_split": "dev",
+        "scores": dev["scores"],
+        "score": dev["score"],
+        "dev": dev["splits"],
+        "majority_dev_score": base["majority_dev_score"],
+        "selection": {
+            "split": "heldout" if sel else None,
+            "rows": ctx.run["heldout"],
+            "score": st.best_metric if sel else None,
+            "best_step": st.best_global_step if sel else None,
+            "history": sel,
+        },
+        "train_size": len(ctx.rows["train"]),
+        "dev_sizes": {k: len(v) for k, v in ctx.rows["dev"].items()},
+        **loss,
+        "constant_train_loss": base["constant_train_loss"],
+        "loss_ratio_to_constant": ratio,
+        "trainable_params": counts["method"],
+        "head_params": counts["head"],
+        "trainable_params_with_head": counts["total_trainable"],
+        "total_params": counts["total"],
+        "trainable_sha256": digest,
+        "global_steps": st.global_step,
+        "best_checkpoint": st.best_model_checkpoint,
+        "train_runtime_s": out.metrics.get("train_runtime"),
+        "wall_time_s": time.time() - ctx.started,
+        "resumed_from": ctx.resume_ckpt,
+        "world_size": trainer.args.world_size,
+        "lr": o.resolved_lr(),
+        "epochs": o.resolved_epochs(),
+        "hyperparameters": ctx.run["optimisation"],
+        "command": o.command(),
+        "argv": sys.argv,
+        "versions": package_versions(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
@@ -102,9 +127,12 @@ def write_outputs(ctx, trainer, metrics: dict) -> None:
         save_connectors(ctx.model, os.path.join(ctx.out, "connectors"), extra=extra)
     atomic_write_json(os.path.join(ctx.out, METRICS_FILE), metrics)
     try:
-        plot_curves(trainer.state.log_history, os.path.join(ctx.out, "curves.png"),
-                    f"{ctx.task.name} / {ctx.opts.method} / lr {ctx.opts.resolved_lr():g} / seed {ctx.opts.seed}",
-                    metrics)
+        plot_curves(
+            trainer.state.log_history,
+            os.path.join(ctx.out, "curves.png"),
+            f"{ctx.task.name} / {ctx.opts.method} / lr {ctx.opts.resolved_lr():g} / seed {ctx.opts.seed}",
+            metrics,
+        )
     except Exception as e:  # noqa: BLE001 - a plot must never cost a finished run
         print(f"warning: could not draw curves.png: {e}", file=sys.stderr)
 

@@ -38,14 +38,30 @@ HELDOUT_SEED = 0  # the held-out slice and the train subsample do not move with 
 def run_description(opts: TrainOptions, task: GlueTask, heldout_rows: int) -> dict:
     """What ``eval`` needs to rebuild the model and data of this run, and what ``--resume`` must match."""
     return {
-        "format": RUN_FORMAT, "task": task.name, "method": opts.method, "method_options": opts.method_options(),
-        "pooling": opts.pooling, "model": opts.model, "num_labels": task.num_labels, "max_length": opts.max_length,
-        "eval_batch_size": opts.eval_batch_size, "seed": opts.seed, "heldout": heldout_rows,
-        "train_subsample": opts.train_subsample, "data_seed": HELDOUT_SEED, "data_dir": opts.data_dir,
-        "optimisation": {"epochs": opts.resolved_epochs() if opts.max_steps is None else None,
-                         "max_steps": opts.max_steps, "lr": opts.resolved_lr(), "batch_size": opts.batch_size,
-                         "warmup_ratio": opts.warmup_ratio, "weight_decay": opts.weight_decay,
-                         "max_grad_norm": opts.max_grad_norm, "save_steps": opts.save_steps},
+        "format": RUN_FORMAT,
+        "task": task.name,
+        "method": opts.method,
+        "method_options": opts.method_options(),
+        "pooling": opts.pooling,
+        "model": opts.model,
+        "num_labels": task.num_labels,
+        "max_length": opts.max_length,
+        "eval_batch_size": opts.eval_batch_size,
+        "seed": opts.seed,
+        "heldout": heldout_rows,
+        "train_subsample": opts.train_subsample,
+        "data_seed": HELDOUT_SEED,
+        "data_dir": opts.data_dir,
+        "optimisation": {
+            "epochs": opts.resolved_epochs() if opts.max_steps is None else None,
+            "max_steps": opts.max_steps,
+            "lr": opts.resolved_lr(),
+            "batch_size": opts.batch_size,
+            "warmup_ratio": opts.warmup_ratio,
+            "weight_decay": opts.weight_decay,
+            "max_grad_norm": opts.max_grad_norm,
+            "save_steps": opts.save_steps,
+        },
     }
 
 
@@ -101,16 +117,21 @@ def prepare(opts: TrainOptions) -> RunContext:
     opts.model = opts.model or default_model_path()
     opts.data_dir = resolve_data_dir(opts.data_dir)
     out = opts.resolved_output_dir()
-    train_rows, held, dev = prepare_splits(task, opts.data_dir, opts.heldout_rows, opts.train_subsample,
-                                           seed=HELDOUT_SEED)
+    train_rows, held, dev = prepare_splits(
+        task, opts.data_dir, opts.heldout_rows, opts.train_subsample, seed=HELDOUT_SEED
+    )
     run = run_description(opts, task, 0 if held is None else len(held))
     os.makedirs(out, exist_ok=True)
     resume = check_output_dir(out, run, opts.resume, opts.overwrite)
     ctx = RunContext(opts, task, out, run, resume, {"train": train_rows, "heldout": held, "dev": dev})
     tok = AutoTokenizer.from_pretrained(opts.model)
     enc = lambda rows: tokenize(rows, task, tok, opts.max_length)  # noqa: E731
-    ctx.data = {"train": enc(train_rows), "heldout": None if held is None else enc(held),
-                "dev": {k: enc(v) for k, v in dev.items()}, "tokenizer": tok}
+    ctx.data = {
+        "train": enc(train_rows),
+        "heldout": None if held is None else enc(held),
+        "dev": {k: enc(v) for k, v in dev.items()},
+        "tokenizer": tok,
+    }
     ctx.model = build_model(opts.model, task, opts.method, opts.method_options(), opts.seed, opts.pooling)
     return ctx
 
@@ -125,15 +146,32 @@ def _arguments(ctx: RunContext):
     else:
         strat = {"save_strategy": "epoch", "eval_strategy": "epoch" if select else "no"}
     return training_arguments(
-        o.warmup_ratio, output_dir=ctx.out, num_train_epochs=o.resolved_epochs(),
-        max_steps=o.max_steps if o.max_steps else -1, learning_rate=o.resolved_lr(),
-        per_device_train_batch_size=o.batch_size, per_device_eval_batch_size=o.eval_batch_size,
-        weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm, lr_scheduler_type="linear",
-        optim="adamw_torch", logging_steps=o.logging_steps, load_best_model_at_end=select,
-        metric_for_best_model="score" if select else None, greater_is_better=True if select else None,
+        o.warmup_ratio,
+        output_dir=ctx.out,
+        num_train_epochs=o.resolved_epochs(),
+        max_steps=o.max_steps if o.max_steps else -1,
+        learning_rate=o.resolved_lr(),
+        per_device_train_batch_size=o.batch_size,
+        per_device_eval_batch_size=o.eval_batch_size,
+        weight_decay=o.weight_decay,
+        max_grad_norm=o.max_grad_norm,
+        lr_scheduler_type="linear",
+        optim="adamw_torch",
+        logging_steps=o.logging_steps,
+        load_best_model_at_end=select,
+        metric_for_best_model="score" if select else None,
+        greater_is_better=True if select else None,
         save_total_limit=2,  # the latest (to resume) and the best (Trainer keeps both)
-        seed=o.seed, data_seed=o.seed, dataloader_num_workers=0, group_by_length=False, report_to=[],
-        disable_tqdm=not o.progress, use_cpu=not torch.cuda.is_available(), save_safetensors=True, **strat)
+        seed=o.seed,
+        data_seed=o.seed,
+        dataloader_num_workers=0,
+        group_by_length=False,
+        report_to=[],
+        disable_tqdm=not o.progress,
+        use_cpu=not torch.cuda.is_available(),
+        save_safetensors=True,
+        **strat,
+    )
 
 
 def fit(ctx: RunContext):
@@ -142,9 +180,14 @@ def fit(ctx: RunContext):
 
     stop_flag = {"stop": False}
     trainer = make_trainer_class()(
-        model=ctx.model, args=_arguments(ctx), train_dataset=ctx.data["train"], eval_dataset=ctx.data["heldout"],
-        data_collator=DataCollatorWithPadding(ctx.data["tokenizer"]), compute_metrics=make_compute_metrics(ctx.task),
-        callbacks=callbacks(os.path.join(ctx.out, "log.jsonl"), stop_flag))
+        model=ctx.model,
+        args=_arguments(ctx),
+        train_dataset=ctx.data["train"],
+        eval_dataset=ctx.data["heldout"],
+        data_collator=DataCollatorWithPadding(ctx.data["tokenizer"]),
+        compute_metrics=make_compute_metrics(ctx.task),
+        callbacks=callbacks(os.path.join(ctx.out, "log.jsonl"), stop_flag),
+    )
     trainer.run_description = ctx.run
 
     def on_sigint(signum, frame):

@@ -3,6 +3,7 @@
 Everything else (TSV reader, hub loader, metric module, trainer, sweep) asks this table; nothing
 else spells a GLUE column name or a label string.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,28 +55,99 @@ TASKS: Dict[str, GlueTask] = {
     t.name: t
     for t in [
         # CoLA TSVs have no header: source, label, original label mark, sentence.
-        GlueTask("cola", "CoLA", ("sentence",), 2, ("matthews_correlation",), ("matthews_correlation",),
-                 tsv_text=(3,), tsv_label=1, tsv_header=False, tsv_columns=4),
-        GlueTask("sst2", "SST-2", ("sentence",), 2, ("accuracy",), ("accuracy",),
-                 tsv_text=("sentence",), tsv_label="label"),
-        GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), 2, ("f1", "accuracy"), ("f1", "accuracy"),
-                 tsv_text=("#1 String", "#2 String"), tsv_label="Quality"),
-        GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), 1, ("pearson", "spearmanr"),
-                 ("pearson", "spearmanr"), tsv_text=("sentence1", "sentence2"), tsv_label="score"),
-        GlueTask("qqp", "QQP", ("question1", "question2"), 2, ("accuracy", "f1"), ("accuracy", "f1"),
-                 tsv_text=("question1", "question2"), tsv_label="is_duplicate"),
+        GlueTask(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            2,
+            ("matthews_correlation",),
+            ("matthews_correlation",),
+            tsv_text=(3,),
+            tsv_label=1,
+            tsv_header=False,
+            tsv_columns=4,
+        ),
+        GlueTask(
+            "sst2", "SST-2", ("sentence",), 2, ("accuracy",), ("accuracy",), tsv_text=("sentence",), tsv_label="label"
+        ),
+        GlueTask(
+            "mrpc",
+            "MRPC",
+            ("sentence1", "sentence2"),
+            2,
+            ("f1", "accuracy"),
+            ("f1", "accuracy"),
+            tsv_text=("#1 String", "#2 String"),
+            tsv_label="Quality",
+        ),
+        GlueTask(
+            "stsb",
+            "STS-B",
+            ("sentence1", "sentence2"),
+            1,
+            ("pearson", "spearmanr"),
+            ("pearson", "spearmanr"),
+            tsv_text=("sentence1", "sentence2"),
+            tsv_label="score",
+        ),
+        GlueTask(
+            "qqp",
+            "QQP",
+            ("question1", "question2"),
+            2,
+            ("accuracy", "f1"),
+            ("accuracy", "f1"),
+            tsv_text=("question1", "question2"),
+            tsv_label="is_duplicate",
+        ),
         # MNLI: dev is two files; the label is the last column (gold_label) in train and dev alike.
-        GlueTask("mnli", "MNLI", ("premise", "hypothesis"), 3, ("accuracy",), ("accuracy",),
-                 tsv_text=("sentence1", "sentence2"), tsv_label="gold_label",
-                 label_names=("entailment", "neutral", "contradiction"),
-                 dev_splits=(("matched", "dev_matched", "validation_matched"),
-                             ("mismatched", "dev_mismatched", "validation_mismatched"))),
-        GlueTask("qnli", "QNLI", ("question", "sentence"), 2, ("accuracy",), ("accuracy",),
-                 tsv_text=("question", "sentence"), tsv_label="label", label_names=_ENT2),
-        GlueTask("rte", "RTE", ("sentence1", "sentence2"), 2, ("accuracy",), ("accuracy",),
-                 tsv_text=("sentence1", "sentence2"), tsv_label="label", label_names=_ENT2),
-        GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), 2, ("accuracy",), ("accuracy",),
-                 tsv_text=("sentence1", "sentence2"), tsv_label="label"),
+        GlueTask(
+            "mnli",
+            "MNLI",
+            ("premise", "hypothesis"),
+            3,
+            ("accuracy",),
+            ("accuracy",),
+            tsv_text=("sentence1", "sentence2"),
+            tsv_label="gold_label",
+            label_names=("entailment", "neutral", "contradiction"),
+            dev_splits=(
+                ("matched", "dev_matched", "validation_matched"),
+                ("mismatched", "dev_mismatched", "validation_mismatched"),
+            ),
+        ),
+        GlueTask(
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            2,
+            ("accuracy",),
+            ("accuracy",),
+            tsv_text=("question", "sentence"),
+            tsv_label="label",
+            label_names=_ENT2,
+        ),
+        GlueTask(
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            2,
+            ("accuracy",),
+            ("accuracy",),
+            tsv_text=("sentence1", "sentence2"),
+            tsv_label="label",
+            label_names=_ENT2,
+        ),
+        GlueTask(
+            "wnli",
+            "WNLI",
+            ("sentence1", "sentence2"),
+            2,
+            ("accuracy",),
+            ("accuracy",),
+            tsv_text=("sentence1", "sentence2"),
+            tsv_label="label",
+        ),
     ]
 }
 

@@ -92,8 +92,11 @@ def callbacks(log_path: str, stop_flag: dict):
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 # ranks may see the signal at different steps; agree on it, or one rank would stop while the
                 # others wait in the next all-reduce forever
-                dev = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" \
+                dev = (
+                    torch.device("cuda", torch.cuda.current_device())
+                    if torch.distributed.get_backend() == "nccl"
                     else torch.device("cpu")
+                )
                 t = torch.tensor([1 if stop else 0], device=dev)
                 torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
                 stop = stop_flag["stop"] = bool(t.item())

@@ -19,6 +19,7 @@ Limits (each refused with 413 and a message naming the option): a request body o
 ``max_length`` tokens can use before tokenising (:func:`~.predictor.chars_per_token_bound`), so one
 hostile request can neither exhaust memory nor hold the worker for long.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -154,7 +155,7 @@ class Batcher:
         k = 0
         for r, f in live:
             if not f.done():
-                f.set_result(results[k:k + len(r)])
+                f.set_result(results[k : k + len(r)])
             k += len(r)
 
     def _count(self, batches: int, rows: int, requests: int) -> None:
@@ -203,10 +204,16 @@ class BodyLimit:
     async def _refuse(self, send):
         import json
 
-        body = json.dumps({"error": f"request body over {self.limit} bytes (--max-body-bytes); send fewer or "
-                                    "shorter texts per call"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {"error": f"request body over {self.limit} bytes (--max-body-bytes); send fewer or shorter texts per call"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -217,13 +224,48 @@ async def _validation_error(request, exc):
     for e in exc.errors():
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
         msgs.append(f"{loc or 'body'}: {e.get('msg')}")
-    return JSONResponse(status_code=422, content={
-        "error": "malformed request: " + "; ".join(msgs)
-        + ' (expected {"requests": [{"task": ..., "text": ..., "text_pair": ...}, ...]})'})
+    return JSONResponse(
+        status_code=422,
+        content={
+            "error": "malformed request: "
+            + "; ".join(msgs)
+            + ' (expected {"requests": [{"task": ..., "text": ..., "text_pair": ...}, ...]})'
+        },
+    )
 
 
-def create_app(model: Predictor, max_batch: int = 32, max_wait_ms: float = 5.0,
-               max_body_bytes: int = 1 << 20, max_request_rows: Optional[int] = None):
+async def _predict(model: Predictor, batcher: "Batcher", row_limit: int, body: PredictBody) -> dict:
+    """POST /predict: check the call, queue it for the next batch, answer (4xx with a message on bad input)."""
+    n = len(body.requests)
+    if n == 0:
+        raise RequestError(400, "requests must hold at least one {task, text} item")
+    if n > row_limit:
+        raise RequestError(
+            413, f"{n} requests in one call exceed --max-request-rows {row_limit}; split them over several calls"
+        )
+    try:
+        reqs = model.normalise_requests([i.model_dump() for i in body.requests])
+    except KeyError as exc:
+        raise RequestError(404, str(exc.args[0]) if exc.args else str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise RequestError(400, str(exc)) from None
+    t0 = time.perf_counter()
+    try:
+        results = await batcher.submit(reqs)
+    except KeyError as exc:  # a task removed while the request waited
+        raise RequestError(404, str(exc.args[0]) if exc.args else str(exc)) from None
+    except ValueError as exc:
+        raise RequestError(400, str(exc)) from None
+    return {"results": results, "latency_ms": round(1000 * (time.perf_counter() - t0), 3)}
+
+
+def create_app(
+    model: Predictor,
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    max_body_bytes: int = 1 << 20,
+    max_request_rows: Optional[int] = None,
+):
     """The FastAPI application serving ``model`` (see the module docstring for the endpoints and limits)."""
     from fastapi import FastAPI
     from fastapi import Request as HTTPRequest
@@ -263,8 +305,13 @@ def create_app(model: Predictor, max_batch: int = 32, max_wait_ms: float = 5.0,
             d = t.to_dict()
             d.pop("path", None)  # do not publish server file paths
             out.append(d)
-        return {"tasks": out, "max_batch": batcher.max_batch, "max_request_rows": row_limit,
-                "max_body_bytes": max_body_bytes, "max_length": model.max_length}
+        return {
+            "tasks": out,
+            "max_batch": batcher.max_batch,
+            "max_request_rows": row_limit,
+            "max_body_bytes": max_body_bytes,
+            "max_length": model.max_length,
+        }
 
     @app.get("/stats")
     async def stats():
@@ -272,26 +319,7 @@ def create_app(model: Predictor, max_batch: int = 32, max_wait_ms: float = 5.0,
 
     @app.post("/predict")
     async def predict(body: PredictBody):
-        n = len(body.requests)
-        if n == 0:
-            raise RequestError(400, "requests must hold at least one {task, text} item")
-        if n > row_limit:
-            raise RequestError(413, f"{n} requests in one call exceed --max-request-rows {row_limit}; "
-                                    "split them over several calls")
-        try:
-            reqs = model.normalise_requests([i.model_dump() for i in body.requests])
-        except KeyError as exc:
-            raise RequestError(404, str(exc.args[0]) if exc.args else str(exc)) from None
-        except (ValueError, TypeError) as exc:
-            raise RequestError(400, str(exc)) from None
-        t0 = time.perf_counter()
-        try:
-            results = await batcher.submit(reqs)
-        except KeyError as exc:  # a task removed while the request waited
-            raise RequestError(404, str(exc.args[0]) if exc.args else str(exc)) from None
-        except ValueError as exc:
-            raise RequestError(400, str(exc)) from None
-        return {"results": results, "latency_ms": round(1000 * (time.perf_counter() - t0), 3)}
+        return await _predict(model, batcher, row_limit, body)
 
     return app
 
@@ -301,13 +329,26 @@ def serve(opts: ServeOptions) -> int:
     import torch
     import uvicorn
 
-    predictor = Predictor.from_pretrained(opts.model, opts.task_paths(), backend=opts.backend,
-                                          dtype=getattr(torch, opts.dtype), max_length=opts.max_length)
+    predictor = Predictor.from_pretrained(
+        opts.model,
+        opts.task_paths(),
+        backend=opts.backend,
+        dtype=getattr(torch, opts.dtype),
+        max_length=opts.max_length,
+    )
     predictor.model.to(opts.device)
-    app = create_app(predictor, max_batch=opts.max_batch, max_wait_ms=opts.max_wait_ms,
-                     max_body_bytes=opts.max_body_bytes, max_request_rows=opts.max_request_rows)
+    app = create_app(
+        predictor,
+        max_batch=opts.max_batch,
+        max_wait_ms=opts.max_wait_ms,
+        max_body_bytes=opts.max_body_bytes,
+        max_request_rows=opts.max_request_rows,
+    )
     names = list(opts.task_paths())
-    print(f"serving {len(names)} task(s) {names} on http://{opts.host}:{opts.port} (max batch {opts.max_batch}, "
-          f"max wait {opts.max_wait_ms} ms, max body {opts.max_body_bytes} bytes)", flush=True)
+    print(
+        f"serving {len(names)} task(s) {names} on http://{opts.host}:{opts.port} (max batch {opts.max_batch}, "
+        f"max wait {opts.max_wait_ms} ms, max body {opts.max_body_bytes} bytes)",
+        flush=True,
+    )
     uvicorn.run(app, host=opts.host, port=opts.port, log_level=opts.log_level)
     return 0

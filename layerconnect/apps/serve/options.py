@@ -15,8 +15,9 @@ class ServeOptions:
     """One HTTP service: a frozen base encoder and the task artefacts it answers for."""
 
     model: str = option(help="base encoder: Hugging Face name or local path (with its tokenizer)")
-    task: List[str] = option(help="a task artefact to serve under NAME (repeat for more tasks)",
-                             metavar="NAME=PATH", default_factory=list)
+    task: List[str] = option(
+        help="a task artefact to serve under NAME (repeat for more tasks)", metavar="NAME=PATH", default_factory=list
+    )
     host: str = option("127.0.0.1", "address to listen on (loopback only by default)")
     port: int = option(8000, "TCP port")
     max_batch: int = option(32, "most sequences answered by one encoder pass")

@@ -111,8 +111,15 @@ class Predictor:
         self.max_chars = chars_per_token_bound(self.max_length)
 
     @classmethod
-    def from_pretrained(cls, base: str, tasks: Optional[Mapping[str, str]] = None, *, backend: str = "auto",
-                        dtype: Optional[torch.dtype] = None, max_length: int = 128) -> "Predictor":
+    def from_pretrained(
+        cls,
+        base: str,
+        tasks: Optional[Mapping[str, str]] = None,
+        *,
+        backend: str = "auto",
+        dtype: Optional[torch.dtype] = None,
+        max_length: int = 128,
+    ) -> "Predictor":
         """Load the base encoder and its tokenizer from ``base``, then each task artefact."""
         from transformers import AutoTokenizer
 
@@ -121,8 +128,9 @@ class Predictor:
             model.add_task(name, path, label_names=glue_label_names(path))
         return cls(model, AutoTokenizer.from_pretrained(base), max_length)
 
-    def normalise_requests(self, inputs: Union[RequestLike, Sequence[RequestLike]],
-                           task: Optional[str] = None) -> List[Request]:
+    def normalise_requests(
+        self, inputs: Union[RequestLike, Sequence[RequestLike]], task: Optional[str] = None
+    ) -> List[Request]:
         """Accepts ``Request``s, dicts ``{"task", "text", "text_pair"}``, or with ``task=``: strings and
         (text, text_pair) tuples; without ``task=``: (text, task) or (text, text_pair, task) tuples.
         Texts longer than the tokenizer could use are cut (see :data:`CHARS_PER_TOKEN_BOUND`)."""
@@ -138,8 +146,8 @@ class Predictor:
                 raise KeyError(f"request {k}: unknown task {r.task!r}; this model serves {self.model.task_names}")
             _check_text(r.text, "text", k, optional=False)
             _check_text(r.text_pair, "text_pair", k, optional=True)
-            pair = None if r.text_pair is None else r.text_pair[:self.max_chars]
-            reqs.append(Request(r.task, r.text[:self.max_chars], pair))
+            pair = None if r.text_pair is None else r.text_pair[: self.max_chars]
+            reqs.append(Request(r.task, r.text[: self.max_chars], pair))
         return reqs
 
     def encode(self, reqs: Sequence[Request]) -> dict:
@@ -158,7 +166,7 @@ class Predictor:
         step = len(reqs) if not batch_size else int(batch_size)
         results: List[dict] = []
         for s in range(0, len(reqs), max(1, step)):
-            chunk = reqs[s:s + step]
+            chunk = reqs[s : s + step]
             with self.model._lock:
                 names = self.model.task_names
                 ids = torch.tensor([names.index(r.task) for r in chunk], dtype=torch.long)
@@ -176,5 +184,11 @@ def answer(info: TaskInfo, logits: Tensor) -> dict:
     probs = torch.softmax(lg, -1)
     k = int(torch.argmax(lg))
     label = info.label_names[k] if info.label_names else k
-    return {"task": info.name, "label": label, "label_id": k, "score": float(probs[k]), "probs": probs.tolist(),
-            "logits": lg.tolist()}
+    return {
+        "task": info.name,
+        "label": label,
+        "label_id": k,
+        "score": float(probs[k]),
+        "probs": probs.tolist(),
+        "logits": lg.tolist(),
+    }

@@ -17,6 +17,7 @@ mean of matched and mismatched accuracy.
 The computation is :mod:`layerconnect.apps.glue.metrics`; the ``layerconnect`` package must be
 importable where this module is loaded.
 """
+
 from __future__ import annotations
 
 import datasets
