@@ -91,14 +91,14 @@ def _pool_slab(x_ptr, row_off, rmask, i0, r, G: tl.constexpr, RC: tl.constexpr, 
         m = rmask[:, None] & (cols < r * G)[None, :]
         xs = tl.load(x_ptr + row_off[:, None] + cols[None, :], mask=m, other=0.0)
         s = tl.sum(tl.reshape(xs.to(CDT), (BN, RC, GC)), axis=2)
-    elif RC == 1:  # a group wider than one slab (power-of-two g > GC): contiguous runs of GC channels
+    elif (RC == 1) and (G % GC == 0):  # a group wider than a slab (g = k * GC): contiguous runs of GC
         s = tl.zeros((BN, RC), CDT)
-        gm = rmask[:, None] & (i0 < r)
+        gm = rmask[:, None] & (i0 + tl.zeros_like(e) < r)[None, :]
         for j0 in range(0, G, GC):
             cols = i0 * G + j0 + e
             xs = tl.load(x_ptr + row_off[:, None] + cols[None, :], mask=gm, other=0.0)
             s += tl.sum(tl.reshape(xs.to(CDT), (BN, RC, GC)), axis=2)
-    else:  # g not a power of two: GC >= g lanes per group, the tail masked
+    else:  # any other g: GC lanes per group and step, the tail masked
         s = tl.zeros((BN, RC), CDT)
         grp = i0 + e // GC
         lane = e % GC
@@ -221,10 +221,12 @@ def build_weights_kernel(
 # x (16-byte loads, CDT sums), stores z when gradients are needed, and keeps z in registers while it
 # loops over BD-column chunks: acc = z @ W[:, chunk] on the tensor cores, then y = x + alpha (acc + b)
 # with the chunk of x re-read (an L2 hit: the program read it while pooling). With larger r
-# (RK < R_PAD) z cannot stay in registers: each column chunk accumulates over RK-row chunks of W,
-# re-pooling the matching slab of x (from L2); correct for any d, but not at the memory floor.
-# Memory traffic: x read from DRAM once, y written once, z (N x r) written once when SAVE_Z, W
-# (R_PAD x d, rows < r only) read from L2 once per program; nothing else.
+# (RK < R_PAD, e.g. d = 4096) z does not fit in registers: the program pools all its RK-chunks of z
+# into z_ptr first (the saved z, or a scratch buffer), waits at a CTA barrier, then re-reads the
+# chunks of z (L1/L2, 1/g of the x bytes) for every column chunk. Either way every row is pooled
+# completely before any of it is written, so y may alias x (in-place inference).
+# Memory traffic: x read from DRAM once, y written once, z (N x r) written once when SAVE_Z (or when
+# RK < R_PAD), W (R_PAD x d, rows < r only) read from L2 once per program; nothing else.
 @triton.jit
 def connector_fwd_kernel(
     x_ptr, w_ptr, b_ptr, ids_ptr, y_ptr, z_ptr,
@@ -247,12 +249,17 @@ def connector_fwd_kernel(
         tid = rows
         tlo = 0
         thi = 0
+    zo = rows[:, None] * r + ii[None, :]
     if RK == R_PAD:
         z = _pool(x_ptr, row_off, rmask, 0, r, G, RK, RC, GC, BN, CDT)
         if SAVE_Z:
-            tl.store(z_ptr + rows[:, None] * r + ii[None, :], z.to(z_ptr.dtype.element_ty),
-                     mask=rmask[:, None] & (ii < r)[None, :])
+            tl.store(z_ptr + zo, z.to(z_ptr.dtype.element_ty), mask=rmask[:, None] & (ii < r)[None, :])
         zop = z.to(ODT)
+    else:
+        for i0 in range(0, r, RK):
+            zc = _pool(x_ptr, row_off, rmask, i0, r, G, RK, RC, GC, BN, CDT)
+            tl.store(z_ptr + zo + i0, zc.to(z_ptr.dtype.element_ty), mask=rmask[:, None] & (i0 + ii < r)[None, :])
+        tl.debug_barrier()  # the chunks of z this CTA wrote are read back by other threads of it
     for c0 in range(0, d, BD):
         cols = c0 + tl.arange(0, BD)
         if RK == R_PAD:
@@ -260,10 +267,7 @@ def connector_fwd_kernel(
         else:
             acc = tl.zeros((BN, BD), CDT)
             for i0 in range(0, r, RK):
-                zc = _pool(x_ptr, row_off, rmask, i0, r, G, RK, RC, GC, BN, CDT)
-                if SAVE_Z:
-                    tl.store(z_ptr + rows[:, None] * r + (i0 + ii)[None, :], zc.to(z_ptr.dtype.element_ty),
-                             mask=(rmask[:, None] & (i0 + ii < r)[None, :]) & (c0 == 0))
+                zc = tl.load(z_ptr + zo + i0, mask=rmask[:, None] & (i0 + ii < r)[None, :], other=0.0)
                 acc += _zw(zc.to(ODT), w_ptr, i0, ii, cols, r, d, tid, tlo, thi, rmask, R_PAD, HAS_IDS, DOT)
         m2 = rmask[:, None] & (cols < d)[None, :]
         if HAS_IDS:

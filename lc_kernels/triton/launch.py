@@ -80,25 +80,33 @@ _DX_SPACE = {
 }
 # One configuration (not tuned: the accumulation order of dTheta must not depend on timing)
 _PARTIAL_CFG = {"half": Config(64, 64, 4, 2), "float32": Config(32, 32, 4, 2), "float64": Config(32, 32, 4, 2)}
-_INTERP_CFG = Config(16, 32, 1, 1)
-_WBUILD = dict(BR=16, BD=64, num_warps=4) if not INTERPRET else dict(BR=16, BD=32)
-_REDUCE = dict(BP=32, BQ=32, BR=32, BD=64, num_warps=4) if not INTERPRET else dict(BP=16, BQ=16, BR=16, BD=32)
+# Under the interpreter: one fixed configuration, with wider column blocks past d = 512 (the
+# interpreter's cost is per program and per loop step, not per element; the small-d test cases keep
+# several blocks per dimension, so every mask is still exercised)
+_INTERP_CFG = Config(64, 32, 1, 1)
+_INTERP_CFG_WIDE = Config(64, 256, 1, 1)
+_WBUILD = dict(BR=16, BD=64, num_warps=4) if not INTERPRET else dict(BR=128, BD=512)
+_REDUCE = dict(BP=32, BQ=32, BR=32, BD=64, num_warps=4) if not INTERPRET else dict(BP=16, BQ=16, BR=64, BD=128)
 
 
 def _dtype_class(dtype: torch.dtype) -> str:
     return "half" if dtype in (torch.float16, torch.bfloat16) else str(dtype).replace("torch.", "")
 
 
-def fwd_space(dtype: torch.dtype) -> List[Config]:
-    return [_INTERP_CFG] if INTERPRET else _FWD_SPACE[_dtype_class(dtype)]
+def _interp_cfg(d: int) -> Config:
+    return _INTERP_CFG if d <= 512 else _INTERP_CFG_WIDE
 
 
-def dx_space(dtype: torch.dtype) -> List[Config]:
-    return [_INTERP_CFG] if INTERPRET else _DX_SPACE[_dtype_class(dtype)]
+def fwd_space(dtype: torch.dtype, d: int) -> List[Config]:
+    return [_interp_cfg(d)] if INTERPRET else _FWD_SPACE[_dtype_class(dtype)]
 
 
-def partial_config(dtype: torch.dtype) -> Config:
-    return _INTERP_CFG if INTERPRET else _PARTIAL_CFG[_dtype_class(dtype)]
+def dx_space(dtype: torch.dtype, d: int) -> List[Config]:
+    return [_interp_cfg(d)] if INTERPRET else _DX_SPACE[_dtype_class(dtype)]
+
+
+def partial_config(dtype: torch.dtype, d: int) -> Config:
+    return _interp_cfg(d) if INTERPRET else _PARTIAL_CFG[_dtype_class(dtype)]
 
 
 def r_pad(r: int) -> int:
@@ -308,26 +316,29 @@ def _weights_for(x, theta, t, r, weights):
 # ---------------------------------------------------------------------------------------------
 
 
-def _fwd_launch(x, w, bias, ids, y, z, r, alpha, cfg: Config):
+def _fwd_launch(x, w, bias, ids, y, z, r, alpha, cfg: Config, save_z: bool):
     n, d = x.shape
     pm = pool_meta(d, r, x.dtype)
     a_hi, a_lo = split_f32(alpha)
     _launch(_k.connector_fwd_kernel, (triton.cdiv(n, cfg.bn),),
             (x, w, bias, ids if ids is not None else x, y, z if z is not None else y,
              n, d, r, n_bucket(n), a_hi, a_lo),
-            dict(pm, HAS_IDS=ids is not None, SAVE_Z=z is not None, DOT=dot_mode(x.dtype), **cfg.meta()))
+            dict(pm, HAS_IDS=ids is not None, SAVE_Z=save_z, DOT=dot_mode(x.dtype), **cfg.meta()))
 
 
 def _forward(x, theta, bias, ids, t, r, alpha, y, z, weights):
     n, d = x.shape
     if n == 0:
         return
+    save_z = z is not None
+    if z is None and pool_meta(d, r, x.dtype)["RK"] < r_pad(r):
+        z = torch.empty((n, r), dtype=x.dtype, device=x.device)  # scratch: z does not fit in registers
     with _device_guard(x):
         w = _weights_for(x, theta, t, r, weights)
-        key = ("fwd", d, r, x.dtype, n_bucket(n), ids is not None, z is not None)
-        cfg = _pick(key, fwd_space(x.dtype), lambda c: _fwd_launch(
-            x, w, bias, ids, torch.empty_like(x), None if z is None else torch.empty_like(z), r, alpha, c))
-        _fwd_launch(x, w, bias, ids, y, z, r, alpha, cfg)
+        key = ("fwd", d, r, x.dtype, n_bucket(n), ids is not None, save_z)
+        cfg = _pick(key, fwd_space(x.dtype, d), lambda c: _fwd_launch(
+            x, w, bias, ids, torch.empty_like(x), None if z is None else torch.empty_like(z), r, alpha, c, save_z))
+        _fwd_launch(x, w, bias, ids, y, z, r, alpha, cfg, save_z)
 
 
 def _check_forward(x, theta, bias, ids, r):
@@ -340,7 +351,7 @@ def _check_forward(x, theta, bias, ids, r):
 
 def forward(x, theta, bias, ids, t, r, alpha, out: Optional[torch.Tensor] = None, weights=None):
     """y = x + alpha (D(x) W + b): one launch with ``weights`` (W of this position, (T, r_pad, d)),
-    two without; allocates only y."""
+    two without; allocates only y (and, for r_pad > RMAX, an N x r scratch for z)."""
     _check_forward(x, theta, bias, ids, r)
     if out is None:
         y = torch.empty_like(x)
@@ -366,11 +377,9 @@ def forward_save_z(x, theta, bias, ids, t, r, alpha, weights=None, out=None):
 
 
 def forward_inplace(x, theta, bias, ids, t, r, alpha, weights=None):
-    """x <- x + alpha (D(x) W + b). In place when z stays in registers (r_pad <= RMAX: every program
-    pools its rows completely before it writes any of them); otherwise through a temporary."""
+    """x <- x + alpha (D(x) W + b), in x's memory: every program pools its rows completely before it
+    writes any of them (see the kernel), so no temporary of x's size is needed."""
     _check_forward(x, theta, bias, ids, r)
-    if pool_meta(x.shape[1], r, x.dtype)["RK"] != r_pad(r):
-        return x.copy_(forward(x, theta, bias, ids, t, r, alpha, weights=weights))
     _forward(x, theta, bias, ids, t, r, alpha, x, None, weights)
     return x
 
@@ -405,7 +414,7 @@ def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None,
     with _device_guard(dy):
         w = _weights_for(dy, theta, t, r, weights)
         key = ("dx", d, r, dy.dtype, n_bucket(n), ids is not None)
-        cfg = _pick(key, dx_space(dy.dtype), lambda c: _dx_launch(dy, w, ids, torch.empty_like(dy), r, alpha, c))
+        cfg = _pick(key, dx_space(dy.dtype, d), lambda c: _dx_launch(dy, w, ids, torch.empty_like(dy), r, alpha, c))
         _dx_launch(dy, w, ids, dx, r, alpha, cfg)
     return dx
 
@@ -424,7 +433,7 @@ def _num_splits(n: int, nt: int, r: int, d: int, device: torch.device, dtype=tor
         s = max(1, min(3, triton.cdiv(n, 16)))
     else:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        cfg = partial_config(dtype)
+        cfg = partial_config(dtype, d)
         pm = pool_meta(d, r, dtype)
         programs = triton.cdiv(d, cfg.bd) * (pm["R_PAD"] // pm["RK"])
         cap = max(1, (1 << 24) // max(1, nt * r * d))
@@ -456,7 +465,7 @@ def _params(src, from_x, dy, theta, ids, t, r, alpha, out):
     pb = torch.empty((s, nt, d), dtype=cdt, device=dy.device)
     rng = torch.empty((s, 2), dtype=torch.int64, device=dy.device)
     pm = pool_meta(d, r, dy.dtype)
-    cfg = partial_config(dy.dtype)
+    cfg = partial_config(dy.dtype, d)
     has_ids = ids is not None
     with _device_guard(dy):
         _launch(_k.connector_bwd_partial_kernel, (triton.cdiv(d, cfg.bd), pm["R_PAD"] // pm["RK"], s),
@@ -531,18 +540,18 @@ def kernel_plans(d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = 
                    dict(x_ptr=xdt, w_ptr=xdt, b_ptr=cdt, ids_ptr="i64" if has_ids else xdt, y_ptr=xdt, z_ptr=xdt),
                    rows, ("ALPHA_HI", "ALPHA_LO"),
                    dict(pm, HAS_IDS=has_ids, SAVE_Z=save_z, DOT=dot_mode(dtype)),
-                   [c.meta() for c in fwd_space(dtype)]),
+                   [c.meta() for c in fwd_space(dtype, d)]),
         KernelPlan("connector_bwd_dx_kernel", _k.connector_bwd_dx_kernel,
                    dict(dy_ptr=xdt, w_ptr=xdt, ids_ptr="i64" if has_ids else xdt, dx_ptr=xdt),
                    rows, ("SCALE_HI", "SCALE_LO"),
                    dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-                   [c.meta() for c in dx_space(dtype)]),
+                   [c.meta() for c in dx_space(dtype, d)]),
         KernelPlan("connector_bwd_partial_kernel", _k.connector_bwd_partial_kernel,
                    dict(src_ptr=xdt, dy_ptr=xdt, ids_ptr="i64" if has_ids else xdt, pw_ptr=cdt, pb_ptr=cdt,
                         rng_ptr="i64"),
                    dict(N=n, d=d, r=r, T=nt, RPS=rps), (),
                    dict(pm, FROM_X=not save_z, HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-                   [partial_config(dtype).meta()]),
+                   [partial_config(dtype, d).meta()]),
         KernelPlan("connector_bwd_reduce_kernel", _k.connector_bwd_reduce_kernel,
                    dict(pw_ptr=cdt, pb_ptr=cdt, rng_ptr="i64", dth_ptr=cdt, db_ptr=cdt),
                    dict(S=s, T=nt, d=d, r=r, p=p, q=q, K=kk, den_r=max(r - 1, 1), den_d=max(d - 1, 1), K0=0, K1=1,
