@@ -69,3 +69,23 @@ def test_per_sequence_ids_broadcast_over_tokens(backend):
     for b in range(B):
         torch.testing.assert_close(y[b], ref.connector(x[b], theta[ids[b, 0]], bias[ids[b, 0]], 1.0, r),
                                    rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_prebuilt_stacked_weights(backend):
+    """build_weights on a stacked bank gives (P, T, r_pad, d); W[l] drives the task-indexed op."""
+    x, theta, bias, ids, r = _problem()
+    ts = [0.0, 0.3, 1.0]
+    w = lc_kernels.build_weights(theta, ts, r, x.shape[1], backend=backend)
+    assert w.shape == (3, theta.shape[0], lc_kernels.padded_rank(r), x.shape[1])
+    for tau in range(theta.shape[0]):
+        torch.testing.assert_close(w[1, tau, :r], ref.interpolate_seeds(theta[tau], 0.3, r, x.shape[1]),
+                                   rtol=1e-13, atol=1e-13)
+    th = theta.clone().requires_grad_(True)
+    y = lc_kernels.connector(x, th, bias, 0.3, r, 0.7, backend=backend, task_ids=ids, weights=w[1])
+    y.backward(torch.ones_like(y))
+    thr = theta.clone().requires_grad_(True)
+    yr = ref.connector(x, thr, bias, 0.3, r, 0.7, task_ids=ids)
+    yr.backward(torch.ones_like(yr))
+    torch.testing.assert_close(y, yr.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(th.grad, thr.grad, rtol=1e-12, atol=1e-12)

@@ -278,7 +278,7 @@ def test_prebuilt_weights_give_the_same_bits_as_building_inside():
         assert w_all.shape == ((3, lc_kernels.padded_rank(r), d) if ids is None
                                else (3, th.shape[0], lc_kernels.padded_rank(r), d))
         a = _grads(_triton_fn, x, th, b, ids, t, r, 0.6, dy)
-        c = _grads(lambda *v: _triton_fn(*v, weights=w_all[1]), x, th, b, ids, t, r, 0.6, dy)
+        c = _grads(lambda *v, w=w_all[1]: _triton_fn(*v, weights=w), x, th, b, ids, t, r, 0.6, dy)
         for u, v in zip(a, c):
             assert torch.equal(u, v), name
 
@@ -485,7 +485,7 @@ def test_gpu_other_widths_bf16(d):
 @pytest.mark.gpu
 @gpu_compiled
 def test_gpu_odd_shapes_all_dtypes():
-    for name, case in CASES.items():
+    for case in CASES.values():
         for dtype in (torch.float16, torch.bfloat16, torch.float32):
             _check_within_twice_eager(case, dtype)
 
