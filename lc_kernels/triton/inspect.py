@@ -44,14 +44,25 @@ def _tool(name: str) -> str:
     return path
 
 
+def _params(fn) -> List[tuple]:
+    """(name, is_constexpr) of a kernel's parameters (a JIT function, or an interpreted one)."""
+    if hasattr(fn, "params"):
+        return [(prm.name, prm.is_constexpr) for prm in fn.params]
+    import inspect as _std_inspect
+
+    import triton.language as tl
+
+    return [(name, prm.annotation in (tl.constexpr, "tl.constexpr"))
+            for name, prm in _std_inspect.signature(fn.fn).parameters.items()]
+
+
 def _signature(fn, plan) -> tuple:
     """(signature, constexprs, attrs) as Triton's JIT would specialise them for these arguments."""
     sig: Dict[str, str] = {}
     constexprs: Dict[str, object] = dict(plan.constexprs)
     attrs: Dict[tuple, list] = {}
-    for i, prm in enumerate(fn.params):
-        name = prm.name
-        if prm.is_constexpr:
+    for i, (name, is_constexpr) in enumerate(_params(fn)):
+        if is_constexpr:
             sig[name] = "constexpr"
             continue
         if name in plan.pointers:

@@ -64,29 +64,31 @@ class Config:
 
 
 # Autotune spaces on a GPU, per dtype class. Every point compiles for sm_80 and sm_90 at d in
-# {384, 768, 1024} with 0 spills and <= 168 registers (python -m lc_kernels.triton.inspect; the test
-# tests/test_triton_inspect.py holds the half-precision ones to it). BN = 16/32 give 256/128 programs
+# {384, 768, 1024} with 0 spills, the float16/bfloat16 ones also with <= 168 registers (python -m
+# lc_kernels.triton.inspect; tests/test_triton_inspect.py holds them to it). BN = 16/32 give 256/128 programs
 # at N = 4096 (fills 132 SMs); BN = 64/128 amortise the L2 reads of W over more rows at large N.
 _FWD_SPACE = {
     "half": [Config(128, 64, 8, 2), Config(128, 64, 16, 2), Config(64, 64, 4, 2), Config(32, 64, 4, 2),
              Config(16, 64, 4, 2)],
     "float32": [Config(64, 32, 8, 2), Config(32, 32, 4, 2), Config(16, 32, 4, 2)],
-    "float64": [Config(32, 32, 4, 2), Config(16, 32, 4, 2)],
+    "float64": [Config(32, 32, 8, 2), Config(16, 32, 4, 2)],
 }
 _DX_SPACE = {
     "half": [Config(128, 64, 16, 2), Config(64, 64, 8, 2), Config(32, 64, 4, 2), Config(16, 64, 4, 2)],
-    "float32": [Config(64, 32, 8, 2), Config(32, 32, 4, 2), Config(16, 32, 4, 2)],
-    "float64": [Config(32, 32, 4, 2), Config(16, 32, 4, 2)],
+    "float32": [Config(32, 32, 8, 2), Config(16, 32, 8, 2), Config(16, 16, 4, 2)],
+    "float64": [Config(32, 32, 8, 2), Config(16, 32, 4, 2)],
 }
 # One configuration (not tuned: the accumulation order of dTheta must not depend on timing)
-_PARTIAL_CFG = {"half": Config(64, 64, 4, 2), "float32": Config(32, 32, 4, 2), "float64": Config(32, 32, 4, 2)}
+_PARTIAL_CFG = {"half": Config(64, 64, 8, 2), "float32": Config(32, 32, 8, 2), "float64": Config(32, 32, 4, 2)}
 # Under the interpreter: one fixed configuration, with wider column blocks past d = 512 (the
 # interpreter's cost is per program and per loop step, not per element; the small-d test cases keep
 # several blocks per dimension, so every mask is still exercised)
 _INTERP_CFG = Config(64, 32, 1, 1)
 _INTERP_CFG_WIDE = Config(64, 256, 1, 1)
-_WBUILD = dict(BR=16, BD=64, num_warps=4) if not INTERPRET else dict(BR=128, BD=512)
-_REDUCE = dict(BP=32, BQ=32, BR=32, BD=64, num_warps=4) if not INTERPRET else dict(BP=16, BQ=16, BR=64, BD=128)
+_WBUILD_GPU = dict(BR=16, BD=64, num_warps=4)
+_REDUCE_GPU = dict(BP=32, BQ=32, BR=32, BD=64, num_warps=8)
+_WBUILD = _WBUILD_GPU if not INTERPRET else dict(BR=128, BD=512)
+_REDUCE = _REDUCE_GPU if not INTERPRET else dict(BP=16, BQ=16, BR=64, BD=128)
 
 
 def _dtype_class(dtype: torch.dtype) -> str:
@@ -97,16 +99,16 @@ def _interp_cfg(d: int) -> Config:
     return _INTERP_CFG if d <= 512 else _INTERP_CFG_WIDE
 
 
-def fwd_space(dtype: torch.dtype, d: int) -> List[Config]:
-    return [_interp_cfg(d)] if INTERPRET else _FWD_SPACE[_dtype_class(dtype)]
+def fwd_space(dtype: torch.dtype, d: int, interpret: bool = INTERPRET) -> List[Config]:
+    return [_interp_cfg(d)] if interpret else _FWD_SPACE[_dtype_class(dtype)]
 
 
-def dx_space(dtype: torch.dtype, d: int) -> List[Config]:
-    return [_interp_cfg(d)] if INTERPRET else _DX_SPACE[_dtype_class(dtype)]
+def dx_space(dtype: torch.dtype, d: int, interpret: bool = INTERPRET) -> List[Config]:
+    return [_interp_cfg(d)] if interpret else _DX_SPACE[_dtype_class(dtype)]
 
 
-def partial_config(dtype: torch.dtype, d: int) -> Config:
-    return _interp_cfg(d) if INTERPRET else _PARTIAL_CFG[_dtype_class(dtype)]
+def partial_config(dtype: torch.dtype, d: int, interpret: bool = INTERPRET) -> Config:
+    return _interp_cfg(d) if interpret else _PARTIAL_CFG[_dtype_class(dtype)]
 
 
 def r_pad(r: int) -> int:
@@ -522,8 +524,9 @@ class KernelPlan:
 
 def kernel_plans(d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = None, has_ids: bool = False,
                  save_z: bool = True) -> List[KernelPlan]:
-    """Every kernel the backend launches for one connector at the SPEC default geometry
-    (r = d/8, p = r, q = d/2, K = 2) unless ``r`` is given, with every configuration it may use."""
+    """Every kernel the backend launches on a GPU for one connector at the SPEC default geometry
+    (r = d/8, p = r, q = d/2, K = 2) unless ``r`` is given, with every configuration it may use there
+    (the GPU configurations, also when this process runs the interpreter)."""
     r = d // 8 if r is None else r
     p, q, kk, nt = r, d // 2, 2, 1
     xdt, cdt = _TL[dtype], ("fp64" if dtype == torch.float64 else "fp32")
@@ -534,30 +537,30 @@ def kernel_plans(d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = 
         KernelPlan("build_weights_kernel", _k.build_weights_kernel,
                    dict(th_ptr=cdt, hk_ptr="i32", hw_ptr=cdt, w_ptr=xdt),
                    dict(T=nt, K=kk, p=p, q=q, r=r, d=d, den_r=max(r - 1, 1), den_d=max(d - 1, 1)), (),
-                   dict(R_PAD=pm["R_PAD"], BR=_WBUILD["BR"], BD=_WBUILD["BD"]),
-                   [dict(num_warps=_WBUILD.get("num_warps", 4), num_stages=3)]),
+                   dict(R_PAD=pm["R_PAD"], BR=_WBUILD_GPU["BR"], BD=_WBUILD_GPU["BD"]),
+                   [dict(num_warps=_WBUILD_GPU["num_warps"], num_stages=3)]),
         KernelPlan("connector_fwd_kernel", _k.connector_fwd_kernel,
                    dict(x_ptr=xdt, w_ptr=xdt, b_ptr=cdt, ids_ptr="i64" if has_ids else xdt, y_ptr=xdt, z_ptr=xdt),
                    rows, ("ALPHA_HI", "ALPHA_LO"),
                    dict(pm, HAS_IDS=has_ids, SAVE_Z=save_z, DOT=dot_mode(dtype)),
-                   [c.meta() for c in fwd_space(dtype, d)]),
+                   [c.meta() for c in fwd_space(dtype, d, interpret=False)]),
         KernelPlan("connector_bwd_dx_kernel", _k.connector_bwd_dx_kernel,
                    dict(dy_ptr=xdt, w_ptr=xdt, ids_ptr="i64" if has_ids else xdt, dx_ptr=xdt),
                    rows, ("SCALE_HI", "SCALE_LO"),
                    dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-                   [c.meta() for c in dx_space(dtype, d)]),
+                   [c.meta() for c in dx_space(dtype, d, interpret=False)]),
         KernelPlan("connector_bwd_partial_kernel", _k.connector_bwd_partial_kernel,
                    dict(src_ptr=xdt, dy_ptr=xdt, ids_ptr="i64" if has_ids else xdt, pw_ptr=cdt, pb_ptr=cdt,
                         rng_ptr="i64"),
                    dict(N=n, d=d, r=r, T=nt, RPS=rps), (),
                    dict(pm, FROM_X=not save_z, HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-                   [partial_config(dtype, d).meta()]),
+                   [partial_config(dtype, d, interpret=False).meta()]),
         KernelPlan("connector_bwd_reduce_kernel", _k.connector_bwd_reduce_kernel,
                    dict(pw_ptr=cdt, pb_ptr=cdt, rng_ptr="i64", dth_ptr=cdt, db_ptr=cdt),
                    dict(S=s, T=nt, d=d, r=r, p=p, q=q, K=kk, den_r=max(r - 1, 1), den_d=max(d - 1, 1), K0=0, K1=1,
                         DB_CH=triton.cdiv(d, 12)),
                    ("H0_HI", "H0_LO", "H1_HI", "H1_LO", "ALPHA_HI", "ALPHA_LO"),
-                   dict(HAS_IDS=has_ids, **{k: v for k, v in _REDUCE.items() if k != "num_warps"}),
-                   [dict(num_warps=_REDUCE.get("num_warps", 4), num_stages=3)]),
+                   dict(HAS_IDS=has_ids, **{k: v for k, v in _REDUCE_GPU.items() if k != "num_warps"}),
+                   [dict(num_warps=_REDUCE_GPU["num_warps"], num_stages=3)]),
     ]
     return plans
