@@ -170,8 +170,11 @@ def out_path(out: str) -> Optional[str]:
 
 
 class _Timer:
-    def __init__(self, graphs: bool):
-        self.graphs = graphs
+    """CUDA-event timing of CUDA-graph replays; on CPU (the tests' dry run) wall-clock, no graphs."""
+
+    def __init__(self, graphs: bool, device: Optional[torch.device] = None):
+        self.device = torch.device("cuda") if device is None else device
+        self.graphs = graphs and device.type == "cuda"
 
     def prepare(self, calls: List[Callable[[], Any]]) -> Callable[[], None]:
         """A callable running ``calls`` once each: a CUDA graph replay where capture works."""
@@ -193,8 +196,11 @@ class _Timer:
             torch.cuda.synchronize()
             return eager
 
-    @staticmethod
-    def sample(run: Callable[[], None], n_calls: int) -> float:
+    def sample(self, run: Callable[[], None], n_calls: int) -> float:
+        if self.device.type != "cuda":
+            t0 = time.perf_counter()
+            run()
+            return (time.perf_counter() - t0) * 1e3 / n_calls
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         run()
@@ -218,9 +224,9 @@ def _reference_fns(r: int, t: float, alpha: float, compile_: bool):
         d = x.shape[-1]
         w = (a @ (h[0] * theta[0] + h[1] * theta[1]) @ b.transpose(0, 1)).to(x.dtype)
         dx = dy + alpha * ref.upsample_adjoint(dy @ w.transpose(0, 1), d)
-        dw = alpha * (ref.downsample(x, r).transpose(0, 1) @ dy).float()
+        dw = alpha * (ref.downsample(x, r).transpose(0, 1) @ dy).to(a.dtype)
         ds = a.transpose(0, 1) @ dw @ b
-        return dx, torch.stack([h[0] * ds, h[1] * ds]), alpha * dy.float().sum(0)
+        return dx, torch.stack([h[0] * ds, h[1] * ds]), alpha * dy.to(a.dtype).sum(0)
 
     if compile_:  # automatic dynamic shapes: about two compiles per function for the whole grid
         return torch.compile(fwd, fullgraph=True), torch.compile(bwd, fullgraph=True)
@@ -238,9 +244,9 @@ def run_shape(d: int, n: int, dtype: torch.dtype, args, timer: _Timer, compile_:
     geo = geometry(d)
     r, p, q, kk = geo["r"], geo["p"], geo["q"], geo["K"]
     t, alpha = 0.4, 1.0
-    dev = torch.device("cuda")
+    dev = timer.device
     gen = torch.Generator(device=dev).manual_seed(args.seed)
-    l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 50 << 20)
+    l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 50 << 20) if dev.type == "cuda" else 0
     esize = torch.empty((), dtype=dtype).element_size()
     sets = rotation_sets(2 * n * d * esize + n * r * esize, l2)
     xs = [torch.randn(n, d, device=dev, dtype=dtype, generator=gen) for _ in range(sets)]
@@ -253,7 +259,7 @@ def run_shape(d: int, n: int, dtype: torch.dtype, args, timer: _Timer, compile_:
     zbuf = torch.empty_like(zs[0])
     # correctness before speed: the forward against the float64 reference (bf16-level tolerance)
     ex = ref.connector(xs[0][:2048].double(), theta[0].double(), bias[0].double(), t, r, alpha)
-    got = lc_kernels.connector(xs[0][:2048], theta[0], bias[0], t, r, alpha, backend="triton", weights=w)
+    got = lc_kernels.connector(xs[0][:2048], theta[0], bias[0], t, r, alpha, backend="triton", weights=w[0])
     err = float((got.double() - ex).abs().max() / ex.abs().max())
     copy_calls = [lambda i=i: y.copy_(xs[i]) for i in range(sets)]
     calls: Dict[str, List[Callable[[], Any]]] = {
@@ -275,13 +281,13 @@ def run_shape(d: int, n: int, dtype: torch.dtype, args, timer: _Timer, compile_:
         calls["compiled-fwd"] = [lambda i=i: cf(xs[i], th3, b1, a, b) for i in range(sets)]
         calls["compiled-bwd"] = [lambda i=i: cb(xs[i], dys[i], th3, a, b) for i in range(sets)]
     # calls per sample: about 2 ms of copy time, at least one pass over the sets
-    copy_once = _Timer.sample(timer.prepare(copy_calls), sets)
+    copy_once = timer.sample(timer.prepare(copy_calls), sets)
     reps = args.inner or max(1, math.ceil(2.0 / max(copy_once * sets, 1e-3)))
     runs = {k: timer.prepare(v * reps) for k, v in calls.items()}
     samples: Dict[str, List[float]] = {k: [] for k in runs}
     for i in range(args.warmup + args.repeats):
         for k, run in runs.items():
-            ms = _Timer.sample(run, len(calls[k]) * reps)
+            ms = timer.sample(run, len(calls[k]) * reps)
             if i >= args.warmup:
                 samples[k].append(ms)
     variants = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "samples": len(v),

@@ -89,3 +89,36 @@ def test_refuses_clearly_without_cuda(tmp_path):
                          timeout=120, cwd=ROOT)
     assert res.returncode == 2 and "needs a CUDA device" in res.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_dry_run_of_one_shape_on_cpu(bk):
+    """run_shape end to end on CPU tensors (Triton interpreter, wall-clock timer, no graphs, no L2
+    rotation): every variant runs through the real launchers and the summary reads its output."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the dry run needs the Triton interpreter (CPU tensors)")
+    args = bk.build_parser().parse_args(["--repeats", "1", "--warmup", "0", "--inner", "1"])
+    res = bk.run_shape(64, 40, torch.float32, args, bk._Timer(graphs=True, device=torch.device("cpu")),
+                       compile_=False)
+    assert res["rotation_sets"] == 2 and res["forward_rel_err"] < 1e-5
+    assert set(res["variants"]) == {"copy", "fwd", "fwd+z", "dx", "params", "wbuild"}
+    assert all(v["median_ms"] > 0 and v["samples"] == 1 for v in res["variants"].values())
+    row = bk.summarize([res])[0]
+    assert row["fwd_x_floor"] > 0 and "compiled_fwd_over_fwd" not in row
+
+
+def test_the_compiled_reference_computes_the_connector_and_its_gradients(bk):
+    from lc_kernels import reference as ref
+
+    g = bk.geometry(64)
+    r, p, q = g["r"], g["p"], g["q"]
+    x, dy = torch.randn(10, 64, dtype=torch.float64), torch.randn(10, 64, dtype=torch.float64)
+    th, b = torch.randn(2, p, q, dtype=torch.float64), torch.randn(64, dtype=torch.float64)
+    a, bm = ref.interp_matrix(r, p), ref.interp_matrix(64, q)
+    fwd, bwd = bk._reference_fns(r, 0.4, 0.9, compile_=False)
+    torch.testing.assert_close(fwd(x, th, b, a, bm), ref.connector(x, th, b, 0.4, r, 0.9))
+    dx, dth, db = bwd(x, dy, th, a, bm)
+    edx, edth, edb = ref.connector_backward(x, dy, th, 0.4, r, 0.9)
+    torch.testing.assert_close(dx, edx)
+    torch.testing.assert_close(dth, edth)
+    torch.testing.assert_close(db, edb)
