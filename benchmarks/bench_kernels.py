@@ -28,6 +28,7 @@ time); ``params`` against reading z and dy once, i.e. copy time x (N*r + N*d) / 
 dx <= 1.5x floor; params <= 2x its floor. Needs a CUDA device (refuses clearly without one); imports
 only torch and lc_kernels. Writes a JSON file (``--out``) and prints a table last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,21 +67,37 @@ def parse_sizes(text: str, what: str) -> List[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench_kernels.py", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--d", type=lambda s: parse_sizes(s, "--d"), default=list(DEFAULT_D),
-                    help="comma-separated hidden sizes (r = d/8, q = d/2); default 768,384,1024")
-    ap.add_argument("--n", type=lambda s: parse_sizes(s, "--n"), default=list(DEFAULT_N),
-                    help="comma-separated token counts, k = x1024; default 4k,16k,64k,256k")
+    ap = argparse.ArgumentParser(
+        prog="bench_kernels.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--d",
+        type=lambda s: parse_sizes(s, "--d"),
+        default=list(DEFAULT_D),
+        help="comma-separated hidden sizes (r = d/8, q = d/2); default 768,384,1024",
+    )
+    ap.add_argument(
+        "--n",
+        type=lambda s: parse_sizes(s, "--n"),
+        default=list(DEFAULT_N),
+        help="comma-separated token counts, k = x1024; default 4k,16k,64k,256k",
+    )
     ap.add_argument("--dtype", choices=sorted(_DTYPES), default="bfloat16")
     ap.add_argument("--repeats", type=int, default=15, help="timed samples per variant (median reported)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed samples per variant first")
-    ap.add_argument("--inner", type=int, default=0,
-                    help="calls per sample (default: enough for ~2 ms of copy time, at least 4)")
+    ap.add_argument(
+        "--inner", type=int, default=0, help="calls per sample (default: enough for ~2 ms of copy time, at least 4)"
+    )
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) variants")
     ap.add_argument("--no-graphs", action="store_true", help="time eagerly with events instead of CUDA graphs")
-    ap.add_argument("--max-seconds", type=float, default=0.0,
-                    help="start no new shape after this many seconds (0: no limit); skipped shapes are listed")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="start no new shape after this many seconds (0: no limit); skipped shapes are listed",
+    )
     ap.add_argument("--out", default="", help="JSON file to write (a directory gets bench_kernels.json)")
     ap.add_argument("--seed", type=int, default=0)
     return ap
@@ -105,8 +122,12 @@ def rotation_sets(bytes_per_set: int, l2_bytes: int, max_sets: int = 64) -> int:
 
 def floors(copy_ms: float, n: int, d: int, r: int) -> Dict[str, float]:
     """Memory floors in ms per variant, from the measured copy of x (2 N d elements moved)."""
-    return {"fwd": copy_ms, "fwd+z": copy_ms * (2 * d + r) / (2 * d), "dx": copy_ms,
-            "params": copy_ms * (d + r) / (2 * d)}
+    return {
+        "fwd": copy_ms,
+        "fwd+z": copy_ms * (2 * d + r) / (2 * d),
+        "dx": copy_ms,
+        "params": copy_ms * (d + r) / (2 * d),
+    }
 
 
 def summarize(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -134,22 +155,47 @@ def _fmt(v: Any, spec: str) -> str:
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     """The printed table: times in ms, then x floor, then speed-up over torch.compile(reference)."""
-    head = ["d", "N", "copy", "fwd", "x fl", "fwd+z", "x fl", "dx", "x fl", "params", "x fl", "wbuild",
-            "c-fwd", "c/fwd", "c-bwd", "c/bwd"]
+    head = [
+        "d",
+        "N",
+        "copy",
+        "fwd",
+        "x fl",
+        "fwd+z",
+        "x fl",
+        "dx",
+        "x fl",
+        "params",
+        "x fl",
+        "wbuild",
+        "c-fwd",
+        "c/fwd",
+        "c-bwd",
+        "c/bwd",
+    ]
     lines = [head]
     for r in rows:
         n = r["N"]
-        lines.append([
-            str(r["d"]), f"{n // 1024}k" if n % 1024 == 0 else str(n),
-            _fmt(r.get("copy_ms"), ".4f"),
-            _fmt(r.get("fwd_ms"), ".4f"), _fmt(r.get("fwd_x_floor"), ".2f"),
-            _fmt(r.get("fwd+z_ms"), ".4f"), _fmt(r.get("fwd+z_x_floor"), ".2f"),
-            _fmt(r.get("dx_ms"), ".4f"), _fmt(r.get("dx_x_floor"), ".2f"),
-            _fmt(r.get("params_ms"), ".4f"), _fmt(r.get("params_x_floor"), ".2f"),
-            _fmt(r.get("wbuild_ms"), ".4f"),
-            _fmt(r.get("compiled-fwd_ms"), ".4f"), _fmt(r.get("compiled_fwd_over_fwd"), ".2f"),
-            _fmt(r.get("compiled-bwd_ms"), ".4f"), _fmt(r.get("compiled_bwd_over_bwd"), ".2f"),
-        ])
+        lines.append(
+            [
+                str(r["d"]),
+                f"{n // 1024}k" if n % 1024 == 0 else str(n),
+                _fmt(r.get("copy_ms"), ".4f"),
+                _fmt(r.get("fwd_ms"), ".4f"),
+                _fmt(r.get("fwd_x_floor"), ".2f"),
+                _fmt(r.get("fwd+z_ms"), ".4f"),
+                _fmt(r.get("fwd+z_x_floor"), ".2f"),
+                _fmt(r.get("dx_ms"), ".4f"),
+                _fmt(r.get("dx_x_floor"), ".2f"),
+                _fmt(r.get("params_ms"), ".4f"),
+                _fmt(r.get("params_x_floor"), ".2f"),
+                _fmt(r.get("wbuild_ms"), ".4f"),
+                _fmt(r.get("compiled-fwd_ms"), ".4f"),
+                _fmt(r.get("compiled_fwd_over_fwd"), ".2f"),
+                _fmt(r.get("compiled-bwd_ms"), ".4f"),
+                _fmt(r.get("compiled_bwd_over_bwd"), ".2f"),
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -178,6 +224,7 @@ class _Timer:
 
     def prepare(self, calls: List[Callable[[], Any]]) -> Callable[[], None]:
         """A callable running ``calls`` once each: a CUDA graph replay where capture works."""
+
         def eager():
             for c in calls:
                 c()
@@ -265,8 +312,10 @@ def run_shape(d: int, n: int, dtype: torch.dtype, args, timer: _Timer, compile_:
     calls: Dict[str, List[Callable[[], Any]]] = {
         "copy": copy_calls,
         "fwd": [lambda i=i: L.forward(xs[i], theta, bias, None, t, r, alpha, out=y, weights=w) for i in range(sets)],
-        "fwd+z": [lambda i=i: L.forward_save_z(xs[i], theta, bias, None, t, r, alpha, weights=w, out=(y, zbuf))
-                  for i in range(sets)],
+        "fwd+z": [
+            lambda i=i: L.forward_save_z(xs[i], theta, bias, None, t, r, alpha, weights=w, out=(y, zbuf))
+            for i in range(sets)
+        ],
         "dx": [lambda i=i: L.backward_dx(dys[i], theta, None, t, r, alpha, out=dx, weights=w) for i in range(sets)],
         "params": [lambda i=i: L.backward_params_z(zs[i], dys[i], theta, None, t, r, alpha) for i in range(sets)],
         "wbuild": [lambda: L.build_weights(theta, [t], r, d, dtype)],
@@ -290,17 +339,37 @@ def run_shape(d: int, n: int, dtype: torch.dtype, args, timer: _Timer, compile_:
             ms = timer.sample(run, len(calls[k]) * reps)
             if i >= args.warmup:
                 samples[k].append(ms)
-    variants = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "samples": len(v),
-                    "calls_per_sample": len(calls[k]) * reps} for k, v in samples.items()}
-    return {"d": d, "N": n, "r": r, "p": p, "q": q, "K": kk, "rotation_sets": sets, "forward_rel_err": err,
-            "variants": variants}
+    variants = {
+        k: {
+            "median_ms": statistics.median(v),
+            "min_ms": min(v),
+            "max_ms": max(v),
+            "samples": len(v),
+            "calls_per_sample": len(calls[k]) * reps,
+        }
+        for k, v in samples.items()
+    }
+    return {
+        "d": d,
+        "N": n,
+        "r": r,
+        "p": p,
+        "q": q,
+        "K": kk,
+        "rotation_sets": sets,
+        "forward_rel_err": err,
+        "variants": variants,
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench_kernels.py needs a CUDA device (torch.cuda.is_available() is False); nothing was timed. "
-              "Run it on a GPU machine, e.g. through benchmarks/gpu_check.sh.", file=sys.stderr)
+        print(
+            "bench_kernels.py needs a CUDA device (torch.cuda.is_available() is False); nothing was timed. "
+            "Run it on a GPU machine, e.g. through benchmarks/gpu_check.sh.",
+            file=sys.stderr,
+        )
         return 2
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("bench_kernels.py times compiled kernels: unset TRITON_INTERPRET", file=sys.stderr)
@@ -328,9 +397,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.cuda.empty_cache()  # the shape's rotation buffers are gone with run_shape's frame
             print(f"d={d} N={n}: {res['seconds']} s, forward rel. error {res['forward_rel_err']:.2e}", flush=True)
     rows = summarize(results)
-    doc = {"schema": SCHEMA, "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-           "dtype": args.dtype, "args": {k: v for k, v in vars(args).items()}, "results": results, "rows": rows,
-           "skipped": skipped}
+    doc = {
+        "schema": SCHEMA,
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "args": {k: v for k, v in vars(args).items()},
+        "results": results,
+        "rows": rows,
+        "skipped": skipped,
+    }
     try:
         doc["triton"] = importlib.metadata.version("triton")
     except importlib.metadata.PackageNotFoundError:
@@ -343,8 +419,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.replace(path + ".tmp", path)
     if skipped:
         print("skipped (over --max-seconds): " + ", ".join(f"d={s['d']} N={s['N']}" for s in skipped))
-    print(f"\nper-kernel medians, {args.dtype}, ms (x fl = x the memory floor; c/fwd, c/bwd = "
-          "torch.compile(reference) time / Triton time)")
+    print(
+        f"\nper-kernel medians, {args.dtype}, ms (x fl = x the memory floor; c/fwd, c/bwd = "
+        "torch.compile(reference) time / Triton time)"
+    )
     print(format_table(rows))
     return 0
 

@@ -26,6 +26,7 @@ the above. Where a backend lacks a capability the op falls back: W is built with
 backend registers itself with :func:`register`; ``available()`` says whether it can run
 in this process and ``why_unavailable()`` why not.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,9 +75,7 @@ def register(backend: Backend) -> None:
 def get(name: str) -> Backend:
     _load_all()
     if name not in _REGISTRY:
-        raise ValueError(
-            f"backend={name!r} is not a known backend; choose one of {sorted(_REGISTRY)} or 'auto'"
-        )
+        raise ValueError(f"backend={name!r} is not a known backend; choose one of {sorted(_REGISTRY)} or 'auto'")
     return _REGISTRY[name]
 
 
@@ -95,6 +94,7 @@ def _load_all() -> None:
         return
     _LOADED = True
     from . import _reference_backend  # noqa: F401
+
     for mod in ("_cpu_backend", "_cuda_backend", "triton"):
         try:
             __import__(f"{__package__}.{mod}")

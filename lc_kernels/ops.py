@@ -24,6 +24,7 @@ Gradients (SPEC §4), with z = D(x), W = Bilinear(sum_k h_k Theta_k), upstream d
 
 Accumulation is float32 for float16/bfloat16/float32 inputs and float64 for float64 inputs.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
@@ -34,8 +35,15 @@ from torch import Tensor
 from . import backends as _backends
 from . import reference as _ref
 
-__all__ = ["connector", "connector_", "build_weights", "padded_rank", "inplace_supported", "available_backends",
-           "resolve_backend"]
+__all__ = [
+    "connector",
+    "connector_",
+    "build_weights",
+    "padded_rank",
+    "inplace_supported",
+    "available_backends",
+    "resolve_backend",
+]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -97,7 +105,14 @@ def _forward(b, x, theta, bias, ids, t, r, alpha, weights):
 
 @torch.library.custom_op("layerconnect::connector", mutates_args=())
 def _connector_op(
-    x: Tensor, theta: Tensor, bias: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str,
+    x: Tensor,
+    theta: Tensor,
+    bias: Tensor,
+    ids: Optional[Tensor],
+    t: float,
+    r: int,
+    alpha: float,
+    backend: str,
     weights: Optional[Tensor] = None,
 ) -> Tensor:
     return _forward(_backends.get(backend), x, theta, bias, ids, t, r, alpha, weights)
@@ -110,7 +125,14 @@ def _(x, theta, bias, ids, t, r, alpha, backend, weights=None):
 
 @torch.library.custom_op("layerconnect::connector_save_z", mutates_args=())
 def _connector_z_op(
-    x: Tensor, theta: Tensor, bias: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str,
+    x: Tensor,
+    theta: Tensor,
+    bias: Tensor,
+    ids: Optional[Tensor],
+    t: float,
+    r: int,
+    alpha: float,
+    backend: str,
     weights: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """(y, z): the training forward of backends with ``forward_save_z`` (z = D(x) for the backward)."""
@@ -129,7 +151,14 @@ def _(x, theta, bias, ids, t, r, alpha, backend, weights=None):
 
 @torch.library.custom_op("layerconnect::connector_inplace", mutates_args=("x",))
 def _connector_inplace_op(
-    x: Tensor, theta: Tensor, bias: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str,
+    x: Tensor,
+    theta: Tensor,
+    bias: Tensor,
+    ids: Optional[Tensor],
+    t: float,
+    r: int,
+    alpha: float,
+    backend: str,
     weights: Optional[Tensor] = None,
 ) -> None:
     b = _backends.get(backend)
@@ -149,7 +178,13 @@ def _(x, theta, bias, ids, t, r, alpha, backend, weights=None):
 
 @torch.library.custom_op("layerconnect::connector_backward_dx", mutates_args=())
 def _backward_dx_op(
-    dy: Tensor, theta: Tensor, ids: Optional[Tensor], t: float, r: int, alpha: float, backend: str,
+    dy: Tensor,
+    theta: Tensor,
+    ids: Optional[Tensor],
+    t: float,
+    r: int,
+    alpha: float,
+    backend: str,
     weights: Optional[Tensor] = None,
 ) -> Tensor:
     b = _backends.get(backend)
@@ -298,8 +333,7 @@ def connector(
     x2, theta4, bias2, ids, t, r, alpha, name = _prepare(x, theta, bias, t, r, alpha, backend, task_ids)
     w = _prepare_weights(weights, x2, theta4, r, task_ids is None)
     b = _backends.get(name)
-    if (b.forward_save_z is not None and torch.is_grad_enabled()
-            and (theta.requires_grad or bias.requires_grad)):
+    if b.forward_save_z is not None and torch.is_grad_enabled() and (theta.requires_grad or bias.requires_grad):
         y, _ = _connector_z_op(x2, theta4, bias2, ids, t, r, alpha, name, w)  # saves z, not x
     else:
         y = _connector_op(x2, theta4, bias2, ids, t, r, alpha, name, w)
@@ -481,8 +515,10 @@ def connector_(
             "torch.inference_mode(), or use lc_kernels.connector for training"
         )
     if not isinstance(x, Tensor) or not x.is_contiguous():
-        raise ValueError("connector_ writes y into x's memory, so x must be a contiguous tensor; "
-                         "use lc_kernels.connector (out of place) or pass x.contiguous()")
+        raise ValueError(
+            "connector_ writes y into x's memory, so x must be a contiguous tensor; "
+            "use lc_kernels.connector (out of place) or pass x.contiguous()"
+        )
     x2, theta4, bias2, ids, t, r, alpha, name = _prepare(x, theta, bias, t, r, alpha, backend, task_ids)
     w = _prepare_weights(weights, x2, theta4, r, task_ids is None)
     _connector_inplace_op(x2, theta4, bias2, ids, t, r, alpha, name, w)  # x2 is a view of x (x is contiguous)

@@ -1,4 +1,5 @@
 """The public op: validation, dispatch, torch.library registration (opcheck), torch.compile."""
+
 import pytest
 import torch
 
@@ -47,8 +48,10 @@ def test_gradcheck_public_op_reference():
 
 def test_expanded_and_noncontiguous_upstream_grads():
     x, th, b, r = _inputs(N=5)
-    for make_dy in (lambda y: torch.randn(1, y.shape[1], dtype=D64).expand_as(y),
-                    lambda y: torch.randn(y.shape[1], y.shape[0], dtype=D64).t()):
+    for make_dy in (
+        lambda y: torch.randn(1, y.shape[1], dtype=D64).expand_as(y),
+        lambda y: torch.randn(y.shape[1], y.shape[0], dtype=D64).t(),
+    ):
         xs = [x.clone().requires_grad_(), th.clone().requires_grad_(), b.clone().requires_grad_()]
         y = lc_kernels.connector(*xs, 0.5, r, backend="auto")
         dy = make_dy(y)
@@ -71,8 +74,9 @@ def test_no_grad_saves_nothing_and_matches():
 def test_torch_compile_fullgraph():
     x, th, b, r = _inputs(dtype=torch.float32)
     th.requires_grad_()
-    f = torch.compile(lambda x, th: lc_kernels.connector(x, th, b, 0.5, r, backend="auto") * 2, fullgraph=True,
-                      backend="eager")
+    f = torch.compile(
+        lambda x, th: lc_kernels.connector(x, th, b, 0.5, r, backend="auto") * 2, fullgraph=True, backend="eager"
+    )
     y = f(x, th)
     y.sum().backward()
     torch.testing.assert_close(y, 2 * ref.connector(x, th.detach(), b, 0.5, r), rtol=1e-5, atol=1e-5)
@@ -125,8 +129,9 @@ def test_build_weights_every_backend_matches_reference_and_is_a_detached_cache(b
     assert torch.count_nonzero(w[:, 6:]) == 0
     for pos, t in enumerate(ts):
         torch.testing.assert_close(w[pos, :6], ref.interpolate_seeds(th.detach(), t, 6, 18), rtol=1e-13, atol=1e-13)
-    w32 = lc_kernels.build_weights(th.float(), ts, 6, 18, dtype=torch.float16,
-                                   backend=backend if backend != "cpu" else "reference")
+    w32 = lc_kernels.build_weights(
+        th.float(), ts, 6, 18, dtype=torch.float16, backend=backend if backend != "cpu" else "reference"
+    )
     assert w32.dtype == torch.float16 and w32.shape == (4, 16, 18)
 
 

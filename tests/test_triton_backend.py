@@ -9,6 +9,7 @@ K = 1..4, t in {0, 0.3, 1} and between, N in {1, 17, 4097} and 3-D inputs, sever
 and float16 to twice what eager PyTorch loses computing the same math in that dtype (the
 flash-attention criterion). GPU tests (bf16, compiled kernels, large shapes) skip without CUDA.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ D64 = torch.float64
 ON_CPU = os.environ.get("TRITON_INTERPRET") == "1"
 DEV = "cpu" if ON_CPU else ("cuda" if torch.cuda.is_available() else None)
 pytestmark = pytest.mark.skipif(DEV is None, reason="needs CUDA or TRITON_INTERPRET=1")
-EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7, torch.float32: 2.0 ** -23, torch.float64: 2.0 ** -52}
+EPS = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 2.0**-23, torch.float64: 2.0**-52}
 
 
 def _rel(a: torch.Tensor, e: torch.Tensor) -> float:
@@ -204,20 +205,27 @@ def test_poisoned_outputs_are_fully_written(name, monkeypatch):
     # ... and caller-provided out= buffers
     w2 = L.build_weights(th4, [t], r, x.shape[1], x.dtype, out=torch.full_like(w_all[:1], nan))[0]
     ys.append(L.forward(x, th4, b2, ids1, t, r, 0.8, out=torch.full_like(x, nan), weights=w2))
-    y3, z3 = L.forward_save_z(x, th4, b2, ids1, t, r, 0.8, weights=w,
-                              out=(torch.full_like(x, nan), torch.full_like(z, nan)))
+    y3, z3 = L.forward_save_z(
+        x, th4, b2, ids1, t, r, 0.8, weights=w, out=(torch.full_like(x, nan), torch.full_like(z, nan))
+    )
     ys.append(y3)
     dxs.append(L.backward_dx(dy, th4, ids1, t, r, 0.8, out=torch.full_like(dy, nan), weights=w))
-    params.append(L.backward_params(x, dy, th4, ids1, t, r, 0.8,
-                                    out=(torch.full_like(th4, nan), torch.full_like(b2, nan))))
+    params.append(
+        L.backward_params(x, dy, th4, ids1, t, r, 0.8, out=(torch.full_like(th4, nan), torch.full_like(b2, nan)))
+    )
     ew = ref.interpolate_seeds(th4, t, r, x.shape[1])
     ey = ref.connector(x, th4, b2, t, r, 0.8, task_ids=ids) if ids is not None else ref.connector(x, th, b, t, r, 0.8)
     edx, edth, edb = ref.connector_backward(x, dy, th4 if ids is not None else th, t, r, 0.8, task_ids=ids)
     if ids is None:
         edth, edb = edth[None], edb[None]
     assert torch.equal(w_all[:, :, r:], torch.zeros_like(w_all[:, :, r:]))  # padding rows written as zeros
-    for a, e in [(w[:, :r], ew), (w2[:, :r], ew), (z, ref.downsample(x, r)), (z3, z)] + [(v, ey) for v in ys] + \
-            [(v, edx) for v in dxs] + [(v[0], edth) for v in params] + [(v[1], edb) for v in params]:
+    for a, e in (
+        [(w[:, :r], ew), (w2[:, :r], ew), (z, ref.downsample(x, r)), (z3, z)]
+        + [(v, ey) for v in ys]
+        + [(v, edx) for v in dxs]
+        + [(v[0], edth) for v in params]
+        + [(v[1], edb) for v in params]
+    ):
         assert not torch.isnan(a).any()
         assert _rel(a, e) <= 1e-12
 
@@ -242,8 +250,12 @@ def test_params_are_bitwise_deterministic_and_the_same_from_x_or_z():
     dy = torch.randn_like(x)
     w = L.build_weights(th, [t], r, x.shape[1], x.dtype)[0]
     _, z = L.forward_save_z(x, th, b, ids, t, r, 1.0, weights=w)
-    runs = [L.backward_params(x, dy, th, ids, t, r, 1.0), L.backward_params(x, dy, th, ids, t, r, 1.0),
-            L.backward_params_z(z, dy, th, ids, t, r, 1.0), L.backward_params_z(z, dy, th, ids, t, r, 1.0)]
+    runs = [
+        L.backward_params(x, dy, th, ids, t, r, 1.0),
+        L.backward_params(x, dy, th, ids, t, r, 1.0),
+        L.backward_params_z(z, dy, th, ids, t, r, 1.0),
+        L.backward_params_z(z, dy, th, ids, t, r, 1.0),
+    ]
     for other in runs[1:]:
         assert all(torch.equal(u, v) for u, v in zip(runs[0], other))
     n = x.shape[0]
@@ -275,8 +287,9 @@ def test_prebuilt_weights_give_the_same_bits_as_building_inside():
         d = x.shape[-1]
         dy = torch.randn_like(x)
         w_all = lc_kernels.build_weights(th, [0.0, t, 1.0], r, d, backend="triton")
-        assert w_all.shape == ((3, lc_kernels.padded_rank(r), d) if ids is None
-                               else (3, th.shape[0], lc_kernels.padded_rank(r), d))
+        assert w_all.shape == (
+            (3, lc_kernels.padded_rank(r), d) if ids is None else (3, th.shape[0], lc_kernels.padded_rank(r), d)
+        )
         a = _grads(_triton_fn, x, th, b, ids, t, r, 0.6, dy)
         c = _grads(lambda *v, w=w_all[1]: _triton_fn(*v, weights=w), x, th, b, ids, t, r, 0.6, dy)
         for u, v in zip(a, c):
@@ -321,8 +334,7 @@ def test_launch_counts_per_op():
     with tb.count_launches() as bwd:
         y.backward(torch.randn_like(y))
     assert fwd == {"connector_fwd_kernel": 1}
-    assert bwd == {"connector_bwd_dx_kernel": 1, "connector_bwd_partial_kernel": 1,
-                   "connector_bwd_reduce_kernel": 1}
+    assert bwd == {"connector_bwd_dx_kernel": 1, "connector_bwd_partial_kernel": 1, "connector_bwd_reduce_kernel": 1}
     with tb.count_launches() as outer:  # nested blocks each see every launch
         with tb.count_launches() as inner:
             L.backward_dx(torch.randn(5, d, device=DEV), th[None], None, t, r, 1.0)
@@ -396,8 +408,16 @@ def test_weights_argument_is_checked_with_clear_errors():
     with pytest.raises(ValueError, match="contiguous"):
         lc_kernels.connector(x, th, b, t, r, backend="triton", weights=w.t().contiguous().t())
     with pytest.raises(ValueError, match=r"\(T, padded_rank"):
-        lc_kernels.connector(x, th[None], b[None], t, r, backend="triton", weights=w,
-                             task_ids=torch.zeros(x.shape[0], dtype=torch.long, device=DEV))
+        lc_kernels.connector(
+            x,
+            th[None],
+            b[None],
+            t,
+            r,
+            backend="triton",
+            weights=w,
+            task_ids=torch.zeros(x.shape[0], dtype=torch.long, device=DEV),
+        )
     with pytest.raises(ValueError, match="ts must be in|every t in ts"):
         lc_kernels.build_weights(th, [1.5], r, d, backend="triton")
     with pytest.raises(ValueError, match="must divide"):
@@ -411,8 +431,17 @@ def test_opcheck_custom_ops():
     w = lc_kernels.build_weights(th4, [0.6], 3, 12, backend="triton")[0]
     dy = torch.randn_like(x)
     for weights in (None, w):
-        args = (x.clone().requires_grad_(), th4.clone().requires_grad_(), b2.clone().requires_grad_(), None,
-                0.6, 3, 0.9, "triton", weights)
+        args = (
+            x.clone().requires_grad_(),
+            th4.clone().requires_grad_(),
+            b2.clone().requires_grad_(),
+            None,
+            0.6,
+            3,
+            0.9,
+            "triton",
+            weights,
+        )
         torch.library.opcheck(ops._connector_op, args)
         torch.library.opcheck(ops._connector_z_op, args)
         torch.library.opcheck(ops._backward_dx_op, (dy, th4, None, 0.6, 3, 0.9, "triton", weights))

@@ -1,5 +1,6 @@
 """benchmarks/bench_kernels.py without a GPU: its arguments, floors, summary and table, and that it
 refuses clearly where there is no CUDA device (the timings themselves run in benchmarks/gpu_check.sh)."""
+
 from __future__ import annotations
 
 import ast
@@ -62,10 +63,20 @@ def test_floors_and_rotation(bk):
 
 
 def _fake(bk):
-    med = {"copy": 0.2, "fwd": 0.24, "fwd+z": 0.26, "dx": 0.28, "params": 0.2, "wbuild": 0.004,
-           "compiled-fwd": 0.6, "compiled-bwd": 0.96}
-    return [{"d": 768, "N": 262144, "r": 96, "variants": {k: {"median_ms": v} for k, v in med.items()}},
-            {"d": 384, "N": 3000, "r": 48, "variants": {"copy": {"median_ms": 0.01}, "fwd": {"median_ms": 0.02}}}]
+    med = {
+        "copy": 0.2,
+        "fwd": 0.24,
+        "fwd+z": 0.26,
+        "dx": 0.28,
+        "params": 0.2,
+        "wbuild": 0.004,
+        "compiled-fwd": 0.6,
+        "compiled-bwd": 0.96,
+    }
+    return [
+        {"d": 768, "N": 262144, "r": 96, "variants": {k: {"median_ms": v} for k, v in med.items()}},
+        {"d": 384, "N": 3000, "r": 48, "variants": {"copy": {"median_ms": 0.01}, "fwd": {"median_ms": 0.02}}},
+    ]
 
 
 def test_summary_and_table(bk):
@@ -85,8 +96,9 @@ def test_summary_and_table(bk):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_refuses_clearly_without_cuda(tmp_path):
-    res = subprocess.run([sys.executable, PATH, "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, PATH, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert res.returncode == 2 and "needs a CUDA device" in res.stderr
     assert not os.listdir(tmp_path)
 
@@ -98,8 +110,7 @@ def test_dry_run_of_one_shape_on_cpu(bk):
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("the dry run needs the Triton interpreter (CPU tensors)")
     args = bk.build_parser().parse_args(["--repeats", "1", "--warmup", "0", "--inner", "1"])
-    res = bk.run_shape(64, 40, torch.float32, args, bk._Timer(graphs=True, device=torch.device("cpu")),
-                       compile_=False)
+    res = bk.run_shape(64, 40, torch.float32, args, bk._Timer(graphs=True, device=torch.device("cpu")), compile_=False)
     assert res["rotation_sets"] == 2 and res["forward_rel_err"] < 1e-5
     assert set(res["variants"]) == {"copy", "fwd", "fwd+z", "dx", "params", "wbuild"}
     assert all(v["median_ms"] > 0 and v["samples"] == 1 for v in res["variants"].values())

@@ -10,6 +10,7 @@ on this GPU-less machine, and the design claims read back from the SASS (issue 1
 The compile runs in a subprocess without TRITON_INTERPRET (conftest sets it for the interpreter
 tests); Triton's own cache makes repeated runs fast. CPU-side evidence of a GPU design, not timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,19 @@ from lc_kernels.triton import launch as L  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOT = ("connector_fwd_kernel", "connector_bwd_dx_kernel", "connector_bwd_partial_kernel")
 ALL = ("build_weights_kernel", *HOT, "connector_bwd_reduce_kernel")
-KEYS = ("name", "dtype", "d", "num_warps", "registers", "spill_bytes", "shared_bytes", "tensor_core_instructions",
-        "fp64_instructions", "global_loads_128", "config")
+KEYS = (
+    "name",
+    "dtype",
+    "d",
+    "num_warps",
+    "registers",
+    "spill_bytes",
+    "shared_bytes",
+    "tensor_core_instructions",
+    "fp64_instructions",
+    "global_loads_128",
+    "config",
+)
 
 
 def _have_nvidia_tools() -> bool:
@@ -47,8 +59,14 @@ needs_tools = pytest.mark.skipif(not _have_nvidia_tools(), reason="this triton h
 
 def _inspect(*args: str):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-m", "lc_kernels.triton.inspect", *args], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(
+        [sys.executable, "-m", "lc_kernels.triton.inspect", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert rows, res.stdout[-2000:]

@@ -16,6 +16,7 @@ float16/bfloat16/float32/float64. On CPU tensors it runs only under the Triton i
 interpreter computes garbage in bfloat16), and ``"auto"`` never picks it there. This module
 registers the backend even when triton is missing, so that ``unavailable_reason`` can say why.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Counting kernel launches (no triton import here, so the audit hook exists wherever the package does)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -18,6 +18,7 @@ Identical compilations (d = 768 and d = 1024 share every compile-time constant) 
 ``--jobs`` > 1 they run in parallel processes. This is CPU-side evidence of a GPU design, never a
 timing. TRITON_INTERPRET must be unset (the module re-runs itself without it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def _params(fn) -> List[tuple]:
 
     import triton.language as tl
 
-    return [(name, prm.annotation in (tl.constexpr, "tl.constexpr"))
-            for name, prm in _std_inspect.signature(fn.fn).parameters.items()]
+    return [
+        (name, prm.annotation in (tl.constexpr, "tl.constexpr"))
+        for name, prm in _std_inspect.signature(fn.fn).parameters.items()
+    ]
 
 
 def _signature(fn, plan) -> tuple:
@@ -76,7 +79,7 @@ def _signature(fn, plan) -> tuple:
                 sig[name] = "constexpr"
                 constexprs[name] = 1
                 continue
-            sig[name] = "i64" if abs(v) >= 2 ** 31 else "i32"
+            sig[name] = "i64" if abs(v) >= 2**31 else "i32"
             if v % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
@@ -87,8 +90,9 @@ def _signature(fn, plan) -> tuple:
 def _count(sass: str) -> Dict[str, int]:
     ops = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)", sass)
     base = Counter(o.split(".")[0] for o in ops)
-    fp64 = sum(1 for o in ops if o.split(".")[0] in ("DADD", "DMUL", "DFMA", "DSETP", "DMNMX", "DMMA", "DSET")
-               or ".F64" in o)
+    fp64 = sum(
+        1 for o in ops if o.split(".")[0] in ("DADD", "DMUL", "DFMA", "DSETP", "DMNMX", "DMMA", "DSET") or ".F64" in o
+    )
     ldg = [o for o in ops if o.split(".")[0] in ("LDG", "LDGSTS")]
     return {
         "tensor_core_instructions": base.get("HGMMA", 0) + base.get("HMMA", 0),
@@ -109,15 +113,21 @@ def compile_one(job: dict) -> dict:
 
     from . import launch
 
-    plan = next(p for p in launch.kernel_plans(job["d"], getattr(torch, job["torch_dtype"]), **job["plan_kw"])
-                if p.name == job["name"])
+    plan = next(
+        p
+        for p in launch.kernel_plans(job["d"], getattr(torch, job["torch_dtype"]), **job["plan_kw"])
+        if p.name == job["name"]
+    )
     cfg = dict(job["config"])
     opts = {"num_warps": cfg.pop("num_warps", 4), "num_stages": cfg.pop("num_stages", 3)}
     plan.constexprs = {**plan.constexprs, **cfg}
     sig, constexprs, attrs = _signature(plan.fn, plan)
     t0 = time.time()
-    cc = triton.compile(ASTSource(fn=plan.fn, signature=sig, constexprs=constexprs, attrs=attrs),
-                        target=GPUTarget("cuda", job["arch"], 32), options=opts)
+    cc = triton.compile(
+        ASTSource(fn=plan.fn, signature=sig, constexprs=constexprs, attrs=attrs),
+        target=GPUTarget("cuda", job["arch"], 32),
+        options=opts,
+    )
     secs = time.time() - t0
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cc.asm["cubin"])
@@ -159,18 +169,38 @@ def _jobs(arch: int, dtypes: Sequence[str], ds: Sequence[int], kernels: Optional
                     full = dict(cfg)
                     # identical compilations share one job: the key is everything that reaches the compiler
                     sig, constexprs, attrs = _signature(plan.fn, _with(plan, cfg))
-                    key = (plan.name, arch, json.dumps(sig, sort_keys=True),
-                           json.dumps({k: str(v) for k, v in constexprs.items()}, sort_keys=True),
-                           json.dumps(sorted((str(k), v) for k, v in attrs.items())),
-                           cfg.get("num_warps"), cfg.get("num_stages"))
-                    jobs.setdefault(key, dict(name=plan.name, arch=arch, d=d, torch_dtype=_DTYPES[dt],
-                                              config=full, plan_kw=plan_kw))
-                    rows.append((key, dict(name=plan.name, dtype=dt, d=d, arch=arch,
-                                           config={**{k: v for k, v in plan.constexprs.items()
-                                                      if k in ("G", "R_PAD", "RK", "RC", "GC", "DOT", "BR", "BP",
-                                                               "BQ")},
-                                                   **full},
-                                           num_warps=full.get("num_warps", 4))))
+                    key = (
+                        plan.name,
+                        arch,
+                        json.dumps(sig, sort_keys=True),
+                        json.dumps({k: str(v) for k, v in constexprs.items()}, sort_keys=True),
+                        json.dumps(sorted((str(k), v) for k, v in attrs.items())),
+                        cfg.get("num_warps"),
+                        cfg.get("num_stages"),
+                    )
+                    jobs.setdefault(
+                        key, dict(name=plan.name, arch=arch, d=d, torch_dtype=_DTYPES[dt], config=full, plan_kw=plan_kw)
+                    )
+                    rows.append(
+                        (
+                            key,
+                            dict(
+                                name=plan.name,
+                                dtype=dt,
+                                d=d,
+                                arch=arch,
+                                config={
+                                    **{
+                                        k: v
+                                        for k, v in plan.constexprs.items()
+                                        if k in ("G", "R_PAD", "RK", "RC", "GC", "DOT", "BR", "BP", "BQ")
+                                    },
+                                    **full,
+                                },
+                                num_warps=full.get("num_warps", 4),
+                            ),
+                        )
+                    )
     return jobs, rows
 
 
@@ -182,8 +212,9 @@ def _with(plan, cfg):
     return p
 
 
-def run(arch: int, dtypes: Sequence[str], ds: Sequence[int], kernels=None, jobs: int = 1,
-        plan_kw: Optional[dict] = None) -> List[dict]:
+def run(
+    arch: int, dtypes: Sequence[str], ds: Sequence[int], kernels=None, jobs: int = 1, plan_kw: Optional[dict] = None
+) -> List[dict]:
     """All measurements as a list of dicts (one per kernel, dtype, d, config)."""
     jobs_by_key, rows = _jobs(arch, dtypes, ds, kernels, plan_kw or {})
     keys = list(jobs_by_key)
@@ -202,8 +233,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--d", default="384,768,1024", help="comma-separated hidden sizes (r = d/8, q = d/2)")
     ap.add_argument("--kernels", default="", help="comma-separated kernel names (default: all)")
     ap.add_argument("--multitask", action="store_true", help="compile the task-id (HAS_IDS) variants")
-    ap.add_argument("--from-x", action="store_true",
-                    help="compile the forward without z and the partials pooling x (inference / no saved z)")
+    ap.add_argument(
+        "--from-x",
+        action="store_true",
+        help="compile the forward without z and the partials pooling x (inference / no saved z)",
+    )
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel compile processes")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":  # the kernels must be real JIT functions: re-run without it

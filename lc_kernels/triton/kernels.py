@@ -33,6 +33,7 @@ Multi-task (SPEC §6): with ``HAS_IDS`` row n uses W[ids[n]], bias[ids[n]]. A pr
 masked to zero) with that task's W tile. Batches keep a sequence's tokens together, so a row block
 almost always holds one or two tasks; without ``HAS_IDS`` there is no id traffic and no mask.
 """
+
 from __future__ import annotations
 
 import triton
@@ -80,8 +81,18 @@ def _task_range(ids_ptr, rows, rmask):
 # pooling: z = D(x) for a block of rows
 # -------------------------------------------------------------------------------------------------
 @triton.jit
-def _pool_slab(x_ptr, row_off, rmask, i0, r, G: tl.constexpr, RC: tl.constexpr, GC: tl.constexpr,
-               BN: tl.constexpr, CDT: tl.constexpr):
+def _pool_slab(
+    x_ptr,
+    row_off,
+    rmask,
+    i0,
+    r,
+    G: tl.constexpr,
+    RC: tl.constexpr,
+    GC: tl.constexpr,
+    BN: tl.constexpr,
+    CDT: tl.constexpr,
+):
     """Sums (not yet means) of the channel groups i0 .. i0+RC-1 of each row: (BN, RC) in CDT, 0 for
     groups >= r. The slab is loaded as a (BN, RC*GC) tile and reduced through its (BN, RC, GC) view:
     when GC = g a slab is one contiguous run of RC*g channels per row (16-byte loads)."""
@@ -112,8 +123,19 @@ def _pool_slab(x_ptr, row_off, rmask, i0, r, G: tl.constexpr, RC: tl.constexpr, 
 
 
 @triton.jit
-def _pool(x_ptr, row_off, rmask, i0, r, G: tl.constexpr, RK: tl.constexpr, RC: tl.constexpr,
-          GC: tl.constexpr, BN: tl.constexpr, CDT: tl.constexpr):
+def _pool(
+    x_ptr,
+    row_off,
+    rmask,
+    i0,
+    r,
+    G: tl.constexpr,
+    RK: tl.constexpr,
+    RC: tl.constexpr,
+    GC: tl.constexpr,
+    BN: tl.constexpr,
+    CDT: tl.constexpr,
+):
     """z[:, i0:i0+RK] = D(x) for the rows at ``row_off``: (BN, RK) in CDT, 0 for groups >= r.
 
     Slabs of RC groups keep the loaded tile small (no spills); the RK/RC slab sums are placed into a
@@ -133,8 +155,9 @@ def _pool(x_ptr, row_off, rmask, i0, r, G: tl.constexpr, RK: tl.constexpr, RC: t
 
 
 @triton.jit
-def _zw(zop, w_ptr, i0, ii, cols, r, d, tid, tlo, thi, rmask, R_PAD: tl.constexpr,
-        HAS_IDS: tl.constexpr, DOT: tl.constexpr):
+def _zw(
+    zop, w_ptr, i0, ii, cols, r, d, tid, tlo, thi, rmask, R_PAD: tl.constexpr, HAS_IDS: tl.constexpr, DOT: tl.constexpr
+):
     """z[:, chunk] @ W[chunk, cols] for this block's rows (each row with its own task's W)."""
     ri = i0 + ii
     wm = (ri < r)[:, None] & (cols < d)[None, :]  # rows >= r are zero in W: not even read
@@ -162,9 +185,21 @@ def _zw(zop, w_ptr, i0, ii, cols, r, d, tid, tlo, thi, rmask, R_PAD: tl.constexp
 # elements of the activation dtype, once per step.
 @triton.jit
 def build_weights_kernel(
-    th_ptr, hk_ptr, hw_ptr, w_ptr,
-    T, K, p, q, r, d, den_r, den_d,
-    R_PAD: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr,
+    th_ptr,
+    hk_ptr,
+    hw_ptr,
+    w_ptr,
+    T,
+    K,
+    p,
+    q,
+    r,
+    d,
+    den_r,
+    den_d,
+    R_PAD: tl.constexpr,
+    BR: tl.constexpr,
+    BD: tl.constexpr,
 ):
     CDT: tl.constexpr = th_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -229,11 +264,28 @@ def build_weights_kernel(
 # RK < R_PAD), W (R_PAD x d, rows < r only) read from L2 once per program; nothing else.
 @triton.jit
 def connector_fwd_kernel(
-    x_ptr, w_ptr, b_ptr, ids_ptr, y_ptr, z_ptr,
-    N, d, r, NB, ALPHA_HI, ALPHA_LO,
-    G: tl.constexpr, R_PAD: tl.constexpr, RK: tl.constexpr, RC: tl.constexpr, GC: tl.constexpr,
-    HAS_IDS: tl.constexpr, SAVE_Z: tl.constexpr, DOT: tl.constexpr,
-    BN: tl.constexpr, BD: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    ids_ptr,
+    y_ptr,
+    z_ptr,
+    N,
+    d,
+    r,
+    NB,
+    ALPHA_HI,
+    ALPHA_LO,
+    G: tl.constexpr,
+    R_PAD: tl.constexpr,
+    RK: tl.constexpr,
+    RC: tl.constexpr,
+    GC: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SAVE_Z: tl.constexpr,
+    DOT: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
 ):
     CDT: tl.constexpr = b_ptr.dtype.element_ty
     ODT: tl.constexpr = x_ptr.dtype.element_ty if DOT == 0 else CDT
@@ -291,11 +343,23 @@ def connector_fwd_kernel(
 # once, W from L2.
 @triton.jit
 def connector_bwd_dx_kernel(
-    dy_ptr, w_ptr, ids_ptr, dx_ptr,
-    N, d, r, NB, SCALE_HI, SCALE_LO,
-    G: tl.constexpr, R_PAD: tl.constexpr, RK: tl.constexpr,
-    HAS_IDS: tl.constexpr, DOT: tl.constexpr,
-    BN: tl.constexpr, BD: tl.constexpr,
+    dy_ptr,
+    w_ptr,
+    ids_ptr,
+    dx_ptr,
+    N,
+    d,
+    r,
+    NB,
+    SCALE_HI,
+    SCALE_LO,
+    G: tl.constexpr,
+    R_PAD: tl.constexpr,
+    RK: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    DOT: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
 ):
     CDT: tl.constexpr = tl.float64 if dy_ptr.dtype.element_ty == tl.float64 else tl.float32
     ODT: tl.constexpr = dy_ptr.dtype.element_ty if DOT == 0 else CDT
@@ -353,11 +417,27 @@ def connector_bwd_dx_kernel(
 # once per column block), partials S*T*r*d + S*T*d written; S is chosen so they stay small.
 @triton.jit
 def connector_bwd_partial_kernel(
-    src_ptr, dy_ptr, ids_ptr, pw_ptr, pb_ptr, rng_ptr,
-    N, d, r, T, RPS,
-    G: tl.constexpr, R_PAD: tl.constexpr, RK: tl.constexpr, RC: tl.constexpr, GC: tl.constexpr,
-    FROM_X: tl.constexpr, HAS_IDS: tl.constexpr, DOT: tl.constexpr,
-    BN: tl.constexpr, BD: tl.constexpr,
+    src_ptr,
+    dy_ptr,
+    ids_ptr,
+    pw_ptr,
+    pb_ptr,
+    rng_ptr,
+    N,
+    d,
+    r,
+    T,
+    RPS,
+    G: tl.constexpr,
+    R_PAD: tl.constexpr,
+    RK: tl.constexpr,
+    RC: tl.constexpr,
+    GC: tl.constexpr,
+    FROM_X: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    DOT: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
 ):
     CDT: tl.constexpr = pw_ptr.dtype.element_ty
     ODT: tl.constexpr = dy_ptr.dtype.element_ty if DOT == 0 else CDT
@@ -397,8 +477,7 @@ def connector_bwd_partial_kernel(
             if FROM_X:
                 z = _pool(src_ptr, rows * d, sel, i0, r, G, RK, RC, GC, BN, CDT).to(dy_ptr.dtype.element_ty)
             else:
-                z = tl.load(src_ptr + rows[:, None] * r + ri[None, :], mask=sel[:, None] & (ri < r)[None, :],
-                            other=0.0)
+                z = tl.load(src_ptr + rows[:, None] * r + ri[None, :], mask=sel[:, None] & (ri < r)[None, :], other=0.0)
             dyt = tl.load(dy_ptr + rows[:, None] * d + cols[None, :], mask=sel[:, None] & cm[None, :], other=0.0)
             acc += _dot(tl.trans(z.to(ODT)), dyt.to(ODT), DOT)
             if ci == 0:
@@ -430,11 +509,34 @@ def _interp_w(offs, n_in, den, CDT: tl.constexpr):
 
 @triton.jit
 def connector_bwd_reduce_kernel(
-    pw_ptr, pb_ptr, rng_ptr, dth_ptr, db_ptr,
-    S, T, d, r, p, q, K, den_r, den_d, K0, K1, DB_CH,
-    H0_HI, H0_LO, H1_HI, H1_LO, ALPHA_HI, ALPHA_LO,
+    pw_ptr,
+    pb_ptr,
+    rng_ptr,
+    dth_ptr,
+    db_ptr,
+    S,
+    T,
+    d,
+    r,
+    p,
+    q,
+    K,
+    den_r,
+    den_d,
+    K0,
+    K1,
+    DB_CH,
+    H0_HI,
+    H0_LO,
+    H1_HI,
+    H1_LO,
+    ALPHA_HI,
+    ALPHA_LO,
     HAS_IDS: tl.constexpr,
-    BP: tl.constexpr, BQ: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr,
+    BP: tl.constexpr,
+    BQ: tl.constexpr,
+    BR: tl.constexpr,
+    BD: tl.constexpr,
 ):
     CDT: tl.constexpr = pw_ptr.dtype.element_ty
     tau = tl.program_id(0).to(tl.int64)
@@ -448,18 +550,17 @@ def connector_bwd_reduce_kernel(
     for c0 in range(0, d, BD):
         # B is banded: columns c0..c_last only touch seed columns [lo(c0), hi(c_last)]
         c_last = tl.minimum(c0 + BD, d) - 1
-        if ((tl.minimum((c_last * (q - 1)) // den_d + 1, q - 1) >= b0)
-                & ((c0 * (q - 1)) // den_d < b0 + BQ)):
+        if (tl.minimum((c_last * (q - 1)) // den_d + 1, q - 1) >= b0) & ((c0 * (q - 1)) // den_d < b0 + BQ):
             offs_j = c0 + tl.arange(0, BD)
             jmask = offs_j < d
             vlo, vhi, wvlo, wvhi = _interp_w(offs_j, q, den_d, CDT)
-            bt = (tl.where(vlo[:, None] == offs_b[None, :], wvlo[:, None], 0.0)
-                  + tl.where(vhi[:, None] == offs_b[None, :], wvhi[:, None], 0.0))
+            bt = tl.where(vlo[:, None] == offs_b[None, :], wvlo[:, None], 0.0) + tl.where(
+                vhi[:, None] == offs_b[None, :], wvhi[:, None], 0.0
+            )
             bt = tl.where(jmask[:, None], bt, 0.0)
             for i0 in range(0, r, BR):
                 i_last = tl.minimum(i0 + BR, r) - 1
-                if ((tl.minimum((i_last * (p - 1)) // den_r + 1, p - 1) >= a0)
-                        & ((i0 * (p - 1)) // den_r < a0 + BP)):
+                if (tl.minimum((i_last * (p - 1)) // den_r + 1, p - 1) >= a0) & ((i0 * (p - 1)) // den_r < a0 + BP):
                     offs_i = i0 + tl.arange(0, BR)
                     imask = offs_i < r
                     m2 = imask[:, None] & jmask[None, :]
@@ -473,8 +574,9 @@ def connector_bwd_reduce_kernel(
                             po = ((s64 * T + tau) * r + offs_i[:, None]) * d + offs_j[None, :]
                             gt += tl.load(pw_ptr + po, mask=m2, other=0.0)
                     ulo, uhi, wulo, wuhi = _interp_w(offs_i, p, den_r, CDT)
-                    at = (tl.where(offs_a[:, None] == ulo[None, :], wulo[None, :], 0.0)
-                          + tl.where(offs_a[:, None] == uhi[None, :], wuhi[None, :], 0.0))
+                    at = tl.where(offs_a[:, None] == ulo[None, :], wulo[None, :], 0.0) + tl.where(
+                        offs_a[:, None] == uhi[None, :], wuhi[None, :], 0.0
+                    )
                     at = tl.where(imask[None, :], at, 0.0)
                     gb = tl.dot(gt, bt, input_precision="ieee")
                     acc += tl.dot(at, gb, input_precision="ieee")

@@ -18,6 +18,7 @@ that dTheta and db are bitwise identical across runs and processes. Under the in
 :func:`kernel_plans` exposes exactly what these launchers compile, for ``python -m
 lc_kernels.triton.inspect``.
 """
+
 from __future__ import annotations
 
 import collections
@@ -68,8 +69,13 @@ class Config:
 # lc_kernels.triton.inspect; tests/test_triton_inspect.py holds them to it). BN = 16/32 give 256/128 programs
 # at N = 4096 (fills 132 SMs); BN = 64/128 amortise the L2 reads of W over more rows at large N.
 _FWD_SPACE = {
-    "half": [Config(128, 64, 8, 2), Config(128, 64, 16, 2), Config(64, 64, 4, 2), Config(32, 64, 4, 2),
-             Config(16, 64, 4, 2)],
+    "half": [
+        Config(128, 64, 8, 2),
+        Config(128, 64, 16, 2),
+        Config(64, 64, 4, 2),
+        Config(32, 64, 4, 2),
+        Config(16, 64, 4, 2),
+    ],
     "float32": [Config(64, 32, 8, 2), Config(32, 32, 4, 2), Config(16, 32, 4, 2)],
     "float64": [Config(32, 32, 8, 2), Config(16, 32, 4, 2)],
 }
@@ -229,8 +235,9 @@ def _check_weights(weights: torch.Tensor, x: torch.Tensor, nt: int, r: int) -> N
             f"lc_kernels.build_weights(theta, ts, r, d, dtype=x.dtype)[l] for this connector's position l"
         )
     if weights.dtype != x.dtype:
-        raise TypeError(f"weights has dtype {weights.dtype} but the activations have {x.dtype}; "
-                        f"build them with dtype={x.dtype}")
+        raise TypeError(
+            f"weights has dtype {weights.dtype} but the activations have {x.dtype}; build them with dtype={x.dtype}"
+        )
     if weights.device != x.device:
         raise ValueError(f"weights is on {weights.device} but the activations are on {x.device}")
     if not weights.is_contiguous():
@@ -275,8 +282,9 @@ def _launch(kernel, grid, args, meta):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_weights(theta: torch.Tensor, ts: Sequence[float], r: int, d: int, dtype: torch.dtype,
-                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def build_weights(
+    theta: torch.Tensor, ts: Sequence[float], r: int, d: int, dtype: torch.dtype, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """W for every position: (P, T, r_pad, d) in ``dtype``, rows >= r zero; one launch."""
     if theta.dim() != 4:
         raise ValueError(f"theta must have shape (T, K, p, q), got {tuple(theta.shape)}")
@@ -300,9 +308,12 @@ def build_weights(theta: torch.Tensor, ts: Sequence[float], r: int, d: int, dtyp
     hk, hw = _hat_tables(ts, kk, theta.device, cdt)
     grid = (len(ts) * nt, triton.cdiv(rp, _WBUILD["BR"]), triton.cdiv(d, _WBUILD["BD"]))
     with _device_guard(theta):
-        _launch(_k.build_weights_kernel, grid,
-                (theta, hk, hw, w, nt, kk, p, q, r, d, max(r - 1, 1), max(d - 1, 1)),
-                dict(R_PAD=rp, **_WBUILD))
+        _launch(
+            _k.build_weights_kernel,
+            grid,
+            (theta, hk, hw, w, nt, kk, p, q, r, d, max(r - 1, 1), max(d - 1, 1)),
+            dict(R_PAD=rp, **_WBUILD),
+        )
     return w
 
 
@@ -322,10 +333,12 @@ def _fwd_launch(x, w, bias, ids, y, z, r, alpha, cfg: Config, save_z: bool):
     n, d = x.shape
     pm = pool_meta(d, r, x.dtype)
     a_hi, a_lo = split_f32(alpha)
-    _launch(_k.connector_fwd_kernel, (triton.cdiv(n, cfg.bn),),
-            (x, w, bias, ids if ids is not None else x, y, z if z is not None else y,
-             n, d, r, n_bucket(n), a_hi, a_lo),
-            dict(pm, HAS_IDS=ids is not None, SAVE_Z=save_z, DOT=dot_mode(x.dtype), **cfg.meta()))
+    _launch(
+        _k.connector_fwd_kernel,
+        (triton.cdiv(n, cfg.bn),),
+        (x, w, bias, ids if ids is not None else x, y, z if z is not None else y, n, d, r, n_bucket(n), a_hi, a_lo),
+        dict(pm, HAS_IDS=ids is not None, SAVE_Z=save_z, DOT=dot_mode(x.dtype), **cfg.meta()),
+    )
 
 
 def _forward(x, theta, bias, ids, t, r, alpha, y, z, weights):
@@ -338,8 +351,13 @@ def _forward(x, theta, bias, ids, t, r, alpha, y, z, weights):
     with _device_guard(x):
         w = _weights_for(x, theta, t, r, weights)
         key = ("fwd", d, r, x.dtype, n_bucket(n), ids is not None, save_z)
-        cfg = _pick(key, fwd_space(x.dtype, d), lambda c: _fwd_launch(
-            x, w, bias, ids, torch.empty_like(x), None if z is None else torch.empty_like(z), r, alpha, c, save_z))
+        cfg = _pick(
+            key,
+            fwd_space(x.dtype, d),
+            lambda c: _fwd_launch(
+                x, w, bias, ids, torch.empty_like(x), None if z is None else torch.empty_like(z), r, alpha, c, save_z
+            ),
+        )
         _fwd_launch(x, w, bias, ids, y, z, r, alpha, cfg, save_z)
 
 
@@ -395,10 +413,12 @@ def _dx_launch(dy, w, ids, dx, r, alpha, cfg: Config):
     n, d = dy.shape
     pm = pool_meta(d, r, dy.dtype)
     s_hi, s_lo = split_f32(alpha / (d // r))
-    _launch(_k.connector_bwd_dx_kernel, (triton.cdiv(n, cfg.bn),),
-            (dy, w, ids if ids is not None else dy, dx, n, d, r, n_bucket(n), s_hi, s_lo),
-            dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=ids is not None, DOT=dot_mode(dy.dtype),
-                 **cfg.meta()))
+    _launch(
+        _k.connector_bwd_dx_kernel,
+        (triton.cdiv(n, cfg.bn),),
+        (dy, w, ids if ids is not None else dy, dx, n, d, r, n_bucket(n), s_hi, s_lo),
+        dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=ids is not None, DOT=dot_mode(dy.dtype), **cfg.meta()),
+    )
 
 
 def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None, weights=None):
@@ -470,15 +490,41 @@ def _params(src, from_x, dy, theta, ids, t, r, alpha, out):
     cfg = partial_config(dy.dtype, d)
     has_ids = ids is not None
     with _device_guard(dy):
-        _launch(_k.connector_bwd_partial_kernel, (triton.cdiv(d, cfg.bd), pm["R_PAD"] // pm["RK"], s),
-                (src, dy, ids if has_ids else dy, pw, pb, rng, n, d, r, nt, rps),
-                dict(pm, FROM_X=from_x, HAS_IDS=has_ids, DOT=dot_mode(dy.dtype), **cfg.meta()))
+        _launch(
+            _k.connector_bwd_partial_kernel,
+            (triton.cdiv(d, cfg.bd), pm["R_PAD"] // pm["RK"], s),
+            (src, dy, ids if has_ids else dy, pw, pb, rng, n, d, r, nt, rps),
+            dict(pm, FROM_X=from_x, HAS_IDS=has_ids, DOT=dot_mode(dy.dtype), **cfg.meta()),
+        )
         nq = triton.cdiv(geo["q"], _REDUCE["BQ"])
         db_ch = triton.cdiv(triton.cdiv(d, nq), _REDUCE["BD"]) * _REDUCE["BD"]
-        _launch(_k.connector_bwd_reduce_kernel, (nt, triton.cdiv(geo["p"], _REDUCE["BP"]), nq),
-                (pw, pb, rng, dtheta, dbias, s, nt, d, r, geo["p"], geo["q"], geo["K"], geo["den_r"], geo["den_d"],
-                 k0, k1, db_ch, *split_f32(h0), *split_f32(h1), *split_f32(alpha)),
-                dict(HAS_IDS=has_ids, **_REDUCE))
+        _launch(
+            _k.connector_bwd_reduce_kernel,
+            (nt, triton.cdiv(geo["p"], _REDUCE["BP"]), nq),
+            (
+                pw,
+                pb,
+                rng,
+                dtheta,
+                dbias,
+                s,
+                nt,
+                d,
+                r,
+                geo["p"],
+                geo["q"],
+                geo["K"],
+                geo["den_r"],
+                geo["den_d"],
+                k0,
+                k1,
+                db_ch,
+                *split_f32(h0),
+                *split_f32(h1),
+                *split_f32(alpha),
+            ),
+            dict(HAS_IDS=has_ids, **_REDUCE),
+        )
     return dtheta, dbias
 
 
@@ -522,8 +568,9 @@ class KernelPlan:
     configs: List[Dict[str, int]]
 
 
-def kernel_plans(d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = None, has_ids: bool = False,
-                 save_z: bool = True) -> List[KernelPlan]:
+def kernel_plans(
+    d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = None, has_ids: bool = False, save_z: bool = True
+) -> List[KernelPlan]:
     """Every kernel the backend launches on a GPU for one connector at the SPEC default geometry
     (r = d/8, p = r, q = d/2, K = 2) unless ``r`` is given, with every configuration it may use there
     (the GPU configurations, also when this process runs the interpreter)."""
@@ -534,33 +581,63 @@ def kernel_plans(d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = 
     rows = dict(N=n, d=d, r=r, NB=n_bucket(n))
     s, rps = 22, triton.cdiv(n, 22)
     plans = [
-        KernelPlan("build_weights_kernel", _k.build_weights_kernel,
-                   dict(th_ptr=cdt, hk_ptr="i32", hw_ptr=cdt, w_ptr=xdt),
-                   dict(T=nt, K=kk, p=p, q=q, r=r, d=d, den_r=max(r - 1, 1), den_d=max(d - 1, 1)), (),
-                   dict(R_PAD=pm["R_PAD"], BR=_WBUILD_GPU["BR"], BD=_WBUILD_GPU["BD"]),
-                   [dict(num_warps=_WBUILD_GPU["num_warps"], num_stages=3)]),
-        KernelPlan("connector_fwd_kernel", _k.connector_fwd_kernel,
-                   dict(x_ptr=xdt, w_ptr=xdt, b_ptr=cdt, ids_ptr="i64" if has_ids else xdt, y_ptr=xdt, z_ptr=xdt),
-                   rows, ("ALPHA_HI", "ALPHA_LO"),
-                   dict(pm, HAS_IDS=has_ids, SAVE_Z=save_z, DOT=dot_mode(dtype)),
-                   [c.meta() for c in fwd_space(dtype, d, interpret=False)]),
-        KernelPlan("connector_bwd_dx_kernel", _k.connector_bwd_dx_kernel,
-                   dict(dy_ptr=xdt, w_ptr=xdt, ids_ptr="i64" if has_ids else xdt, dx_ptr=xdt),
-                   rows, ("SCALE_HI", "SCALE_LO"),
-                   dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-                   [c.meta() for c in dx_space(dtype, d, interpret=False)]),
-        KernelPlan("connector_bwd_partial_kernel", _k.connector_bwd_partial_kernel,
-                   dict(src_ptr=xdt, dy_ptr=xdt, ids_ptr="i64" if has_ids else xdt, pw_ptr=cdt, pb_ptr=cdt,
-                        rng_ptr="i64"),
-                   dict(N=n, d=d, r=r, T=nt, RPS=rps), (),
-                   dict(pm, FROM_X=not save_z, HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-                   [partial_config(dtype, d, interpret=False).meta()]),
-        KernelPlan("connector_bwd_reduce_kernel", _k.connector_bwd_reduce_kernel,
-                   dict(pw_ptr=cdt, pb_ptr=cdt, rng_ptr="i64", dth_ptr=cdt, db_ptr=cdt),
-                   dict(S=s, T=nt, d=d, r=r, p=p, q=q, K=kk, den_r=max(r - 1, 1), den_d=max(d - 1, 1), K0=0, K1=1,
-                        DB_CH=triton.cdiv(d, 12)),
-                   ("H0_HI", "H0_LO", "H1_HI", "H1_LO", "ALPHA_HI", "ALPHA_LO"),
-                   dict(HAS_IDS=has_ids, **{k: v for k, v in _REDUCE_GPU.items() if k != "num_warps"}),
-                   [dict(num_warps=_REDUCE_GPU["num_warps"], num_stages=3)]),
+        KernelPlan(
+            "build_weights_kernel",
+            _k.build_weights_kernel,
+            dict(th_ptr=cdt, hk_ptr="i32", hw_ptr=cdt, w_ptr=xdt),
+            dict(T=nt, K=kk, p=p, q=q, r=r, d=d, den_r=max(r - 1, 1), den_d=max(d - 1, 1)),
+            (),
+            dict(R_PAD=pm["R_PAD"], BR=_WBUILD_GPU["BR"], BD=_WBUILD_GPU["BD"]),
+            [dict(num_warps=_WBUILD_GPU["num_warps"], num_stages=3)],
+        ),
+        KernelPlan(
+            "connector_fwd_kernel",
+            _k.connector_fwd_kernel,
+            dict(x_ptr=xdt, w_ptr=xdt, b_ptr=cdt, ids_ptr="i64" if has_ids else xdt, y_ptr=xdt, z_ptr=xdt),
+            rows,
+            ("ALPHA_HI", "ALPHA_LO"),
+            dict(pm, HAS_IDS=has_ids, SAVE_Z=save_z, DOT=dot_mode(dtype)),
+            [c.meta() for c in fwd_space(dtype, d, interpret=False)],
+        ),
+        KernelPlan(
+            "connector_bwd_dx_kernel",
+            _k.connector_bwd_dx_kernel,
+            dict(dy_ptr=xdt, w_ptr=xdt, ids_ptr="i64" if has_ids else xdt, dx_ptr=xdt),
+            rows,
+            ("SCALE_HI", "SCALE_LO"),
+            dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=has_ids, DOT=dot_mode(dtype)),
+            [c.meta() for c in dx_space(dtype, d, interpret=False)],
+        ),
+        KernelPlan(
+            "connector_bwd_partial_kernel",
+            _k.connector_bwd_partial_kernel,
+            dict(src_ptr=xdt, dy_ptr=xdt, ids_ptr="i64" if has_ids else xdt, pw_ptr=cdt, pb_ptr=cdt, rng_ptr="i64"),
+            dict(N=n, d=d, r=r, T=nt, RPS=rps),
+            (),
+            dict(pm, FROM_X=not save_z, HAS_IDS=has_ids, DOT=dot_mode(dtype)),
+            [partial_config(dtype, d, interpret=False).meta()],
+        ),
+        KernelPlan(
+            "connector_bwd_reduce_kernel",
+            _k.connector_bwd_reduce_kernel,
+            dict(pw_ptr=cdt, pb_ptr=cdt, rng_ptr="i64", dth_ptr=cdt, db_ptr=cdt),
+            dict(
+                S=s,
+                T=nt,
+                d=d,
+                r=r,
+                p=p,
+                q=q,
+                K=kk,
+                den_r=max(r - 1, 1),
+                den_d=max(d - 1, 1),
+                K0=0,
+                K1=1,
+                DB_CH=triton.cdiv(d, 12),
+            ),
+            ("H0_HI", "H0_LO", "H1_HI", "H1_LO", "ALPHA_HI", "ALPHA_LO"),
+            dict(HAS_IDS=has_ids, **{k: v for k, v in _REDUCE_GPU.items() if k != "num_warps"}),
+            [dict(num_warps=_REDUCE_GPU["num_warps"], num_stages=3)],
+        ),
     ]
     return plans
