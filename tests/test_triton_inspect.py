@@ -5,7 +5,8 @@ on this GPU-less machine, and the design claims read back from the SASS (issue 1
   may pick, has tensor-core instructions (HGMMA on sm_90, HMMA on sm_80), 0 spilled bytes, at most
   168 registers per thread (three 128-thread CTAs per SM) and no float64 instruction;
 * no kernel spills, and no kernel of a non-float64 dtype has a float64 instruction;
-* the hot kernels load x / dy / z mostly with 128-bit loads.
+* the hot kernels load x / dy / z mostly with 128-bit loads;
+* the multi-task (task id) variants at d = 768 in bf16: tensor cores, no spills, <= 168 registers.
 
 The compile runs in a subprocess without TRITON_INTERPRET (conftest sets it for the interpreter
 tests); Triton's own cache makes repeated runs fast. CPU-side evidence of a GPU design, not timings.
@@ -83,9 +84,15 @@ def sm80():
     return _inspect("--arch", "80", "--dtypes", "bf16,fp16", "--d", "768")
 
 
-def _space(name, dtype, d):
+@pytest.fixture(scope="module")
+def sm90_multitask():
+    return _inspect("--arch", "90", "--dtypes", "bf16", "--d", "768", "--multitask", "--kernels", ",".join(HOT))
+
+
+def _space(name, dtype, d, has_ids=False):
+    """Configurations of ``name`` over all its variants (the forward: inference and training)."""
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    return next(p for p in L.kernel_plans(d, tdt) if p.name == name).configs
+    return [c for p in L.kernel_plans(d, tdt, has_ids=has_ids) if p.name == name for c in p.configs]
 
 
 @needs_tools
@@ -100,7 +107,7 @@ def test_every_kernel_and_configuration_is_reported(sm90):
                 assert len([r for r in got if r["name"] == name]) == len(_space(name, dtype, d)), (name, dtype, d)
 
 
-def _check_hot_half(rows):
+def _check_hot_half(rows, wide_loads=True):
     checked = 0
     for r in rows:
         if r["dtype"] in ("bf16", "fp16") and r["name"] in HOT:
@@ -109,8 +116,8 @@ def _check_hot_half(rows):
             assert r["spill_bytes"] == 0, what
             assert r["registers"] <= 168, what
             assert r["fp64_instructions"] == 0, what
-            # 16-byte loads of x / dy / z: most global loads of the hot kernels
-            assert r["global_loads_128"] >= 0.6 * r["global_loads"], what
+            if wide_loads:  # 16-byte loads of x / dy / z: most global loads (task ids add narrow ones)
+                assert r["global_loads_128"] >= 0.6 * r["global_loads"], what
             checked += 1
     return checked
 
@@ -126,8 +133,15 @@ def test_sm80_half_kernels_use_tensor_cores_without_spills(sm80):
 
 
 @needs_tools
-def test_no_kernel_spills_or_uses_float64_outside_float64(sm90, sm80):
-    for r in sm90 + sm80:
+def test_sm90_multitask_half_kernels_use_tensor_cores_without_spills(sm90_multitask):
+    n = sum(len(_space(n, "bf16", 768, has_ids=True)) for n in HOT)
+    assert _check_hot_half(sm90_multitask, wide_loads=False) == n
+    assert {r["variant"] for r in sm90_multitask if r["name"] == "connector_fwd_kernel"} == {"inference", "training"}
+
+
+@needs_tools
+def test_no_kernel_spills_or_uses_float64_outside_float64(sm90, sm80, sm90_multitask):
+    for r in sm90 + sm80 + sm90_multitask:
         assert r["spill_bytes"] == 0, r
         assert r["fp64_instructions"] == 0, r
 

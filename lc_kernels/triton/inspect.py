@@ -8,7 +8,7 @@ autotune space, for each dtype and d (SPEC default geometry r = d/8, p = r, q = 
 multiple of 16), it compiles ahead of time with Triton's own compiler (``triton.compile`` with a
 ``GPUTarget``), disassembles the cubin with the ``cuobjdump`` Triton ships, and prints one JSON line:
 
-    name, dtype, d, arch, config (BN, BD, num_warps, num_stages, ...), num_warps, registers,
+    name, variant, dtype, d, arch, config (BN, BD, num_warps, num_stages, ...), num_warps, registers,
     spill_bytes (local memory per thread: spills), shared_bytes (Triton's dynamic shared memory),
     tensor_core_instructions (HGMMA + HMMA in the SASS), fp64_instructions (D* opcodes and
     conversions to/from F64), global_loads_128 (LDG/LDGSTS with a 128-bit width), global_loads,
@@ -116,7 +116,7 @@ def compile_one(job: dict) -> dict:
     plan = next(
         p
         for p in launch.kernel_plans(job["d"], getattr(torch, job["torch_dtype"]), **job["plan_kw"])
-        if p.name == job["name"]
+        if p.name == job["name"] and p.variant == job["variant"]
     )
     cfg = dict(job["config"])
     opts = {"num_warps": cfg.pop("num_warps", 4), "num_stages": cfg.pop("num_stages", 3)}
@@ -171,6 +171,7 @@ def _jobs(arch: int, dtypes: Sequence[str], ds: Sequence[int], kernels: Optional
                     sig, constexprs, attrs = _signature(plan.fn, _with(plan, cfg))
                     key = (
                         plan.name,
+                        plan.variant,
                         arch,
                         json.dumps(sig, sort_keys=True),
                         json.dumps({k: str(v) for k, v in constexprs.items()}, sort_keys=True),
@@ -179,13 +180,23 @@ def _jobs(arch: int, dtypes: Sequence[str], ds: Sequence[int], kernels: Optional
                         cfg.get("num_stages"),
                     )
                     jobs.setdefault(
-                        key, dict(name=plan.name, arch=arch, d=d, torch_dtype=_DTYPES[dt], config=full, plan_kw=plan_kw)
+                        key,
+                        dict(
+                            name=plan.name,
+                            variant=plan.variant,
+                            arch=arch,
+                            d=d,
+                            torch_dtype=_DTYPES[dt],
+                            config=full,
+                            plan_kw=plan_kw,
+                        ),
                     )
                     rows.append(
                         (
                             key,
                             dict(
                                 name=plan.name,
+                                variant=plan.variant,
                                 dtype=dt,
                                 d=d,
                                 arch=arch,
@@ -232,11 +243,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--dtypes", default="bf16,fp16,fp32", help="comma-separated of bf16, fp16, fp32, fp64")
     ap.add_argument("--d", default="384,768,1024", help="comma-separated hidden sizes (r = d/8, q = d/2)")
     ap.add_argument("--kernels", default="", help="comma-separated kernel names (default: all)")
-    ap.add_argument("--multitask", action="store_true", help="compile the task-id (HAS_IDS) variants")
+    ap.add_argument("--multitask", action="store_true", help="compile the task-id (HAS_IDS) variants, T = 3")
     ap.add_argument(
-        "--from-x",
-        action="store_true",
-        help="compile the forward without z and the partials pooling x (inference / no saved z)",
+        "--from-x", action="store_true", help="compile the params partials that pool x (no saved z) instead"
     )
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel compile processes")
     a = ap.parse_args(argv)
@@ -250,7 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error(f"--dtypes: unknown {bad}; choose from {sorted(_DTYPES)}")
     ds = [int(s) for s in a.d.split(",") if s]
     kernels = [s for s in a.kernels.split(",") if s] or None
-    for row in run(a.arch, dtypes, ds, kernels, a.jobs, dict(has_ids=a.multitask, save_z=not a.from_x)):
+    for row in run(a.arch, dtypes, ds, kernels, a.jobs, dict(has_ids=a.multitask, from_x=a.from_x)):
         print(json.dumps(row), flush=True)
     return 0
 

@@ -71,8 +71,9 @@ def _div(a, b, CDT: tl.constexpr):
 
 @triton.jit
 def _task_range(ids_ptr, rows, rmask):
-    tid = tl.load(ids_ptr + rows, mask=rmask, other=0)
-    tlo = tl.min(tl.where(rmask, tid, 1 << 40))
+    """Each row's task id (int32: T is small, so id * d offsets stay 32-bit) and their range."""
+    tid = tl.load(ids_ptr + rows, mask=rmask, other=0).to(tl.int32)
+    tlo = tl.min(tl.where(rmask, tid, 2147483647))
     thi = tl.max(tl.where(rmask, tid, -1))
     return tid, tlo, thi
 
@@ -158,7 +159,9 @@ def _pool(
 def _zw(
     zop, w_ptr, i0, ii, cols, r, d, tid, tlo, thi, rmask, R_PAD: tl.constexpr, HAS_IDS: tl.constexpr, DOT: tl.constexpr
 ):
-    """z[:, chunk] @ W[chunk, cols] for this block's rows (each row with its own task's W)."""
+    """z[:, chunk] @ W[chunk, cols] for this block's rows (each row with its own task's W). With task
+    ids the product runs once per task present and each row keeps its own task's result (a select on
+    the accumulator: no masked copy of z)."""
     ri = i0 + ii
     wm = (ri < r)[:, None] & (cols < d)[None, :]  # rows >= r are zero in W: not even read
     woff = ri[:, None] * d + cols[None, :]
@@ -168,7 +171,7 @@ def _zw(
             sel = rmask & (tid == tau)
             if tl.sum(sel.to(tl.int32)) > 0:
                 w = tl.load(w_ptr + tl.cast(tau, tl.int64) * (R_PAD * d) + woff, mask=wm, other=0.0)
-                acc += _dot(tl.where(sel[:, None], zop, 0.0), w, DOT)
+                acc = tl.where(sel[:, None], _dot(zop, w, DOT), acc)  # each row has one task
     else:
         w = tl.load(w_ptr + woff, mask=wm, other=0.0)
         acc = _dot(zop, w, DOT)
@@ -386,7 +389,7 @@ def connector_bwd_dx_kernel(
                     sel = rmask & (tid == tau)
                     if tl.sum(sel.to(tl.int32)) > 0:
                         w = tl.load(w_ptr + tl.cast(tau, tl.int64) * (R_PAD * d) + woff, mask=wm, other=0.0)
-                        v += _dot(tl.where(sel[:, None], dyt, 0.0), tl.trans(w), DOT)
+                        v += tl.where(sel[:, None], _dot(dyt, tl.trans(w), DOT), 0.0)
             else:
                 w = tl.load(w_ptr + woff, mask=wm, other=0.0)
                 v += _dot(dyt, tl.trans(w), DOT)

@@ -64,10 +64,11 @@ class Config:
         return {"BN": self.bn, "BD": self.bd, "num_warps": self.warps, "num_stages": self.stages}
 
 
-# Autotune spaces on a GPU, per dtype class. Every point compiles for sm_80 and sm_90 at d in
-# {384, 768, 1024} with 0 spills, the float16/bfloat16 ones also with <= 168 registers (python -m
-# lc_kernels.triton.inspect; tests/test_triton_inspect.py holds them to it). BN = 16/32 give 256/128 programs
-# at N = 4096 (fills 132 SMs); BN = 64/128 amortise the L2 reads of W over more rows at large N.
+# Autotune spaces on a GPU, per dtype class (and task ids: the multi-task loops hold more registers).
+# Every point compiles for sm_80 and sm_90 at d in {384, 768, 1024} with 0 spills, the
+# float16/bfloat16 ones also with <= 168 registers (python -m lc_kernels.triton.inspect [--multitask];
+# tests/test_triton_inspect.py holds them to it). BN = 16/32 give 256/128 programs at N = 4096 (fills
+# 132 SMs); BN = 64/128 amortise the L2 reads of W over more rows at large N.
 _FWD_SPACE = {
     "half": [
         Config(128, 64, 8, 2),
@@ -76,16 +77,28 @@ _FWD_SPACE = {
         Config(32, 64, 4, 2),
         Config(16, 64, 4, 2),
     ],
+    "half+ids": [Config(128, 64, 16, 2), Config(64, 64, 8, 2), Config(32, 64, 8, 2), Config(16, 64, 4, 2)],
     "float32": [Config(64, 32, 8, 2), Config(32, 32, 4, 2), Config(16, 32, 4, 2)],
+    "float32+ids": [Config(64, 32, 8, 2), Config(16, 32, 4, 2)],
     "float64": [Config(32, 32, 8, 2), Config(16, 32, 4, 2)],
 }
 _DX_SPACE = {
     "half": [Config(128, 64, 16, 2), Config(64, 64, 8, 2), Config(32, 64, 4, 2), Config(16, 64, 4, 2)],
+    "half+ids": [Config(128, 32, 16, 2), Config(64, 64, 8, 2), Config(32, 64, 8, 2), Config(16, 64, 4, 2)],
     "float32": [Config(32, 32, 8, 2), Config(16, 32, 8, 2), Config(16, 16, 4, 2)],
+    "float32+ids": [Config(16, 32, 8, 2), Config(16, 16, 4, 2)],
     "float64": [Config(32, 32, 8, 2), Config(16, 32, 4, 2)],
+    "float64+ids": [Config(32, 16, 8, 2), Config(16, 32, 4, 2)],
 }
 # One configuration (not tuned: the accumulation order of dTheta must not depend on timing)
-_PARTIAL_CFG = {"half": Config(64, 64, 8, 2), "float32": Config(32, 32, 8, 2), "float64": Config(32, 32, 4, 2)}
+_PARTIAL_CFG = {
+    "half": Config(64, 64, 8, 2),
+    "half+ids": Config(64, 64, 16, 2),
+    "float32": Config(32, 32, 8, 2),
+    "float32+ids": Config(32, 16, 8, 2),
+    "float64": Config(32, 32, 4, 2),
+    "float64+ids": Config(16, 32, 8, 2),
+}
 # Under the interpreter: one fixed configuration, with wider column blocks past d = 512 (the
 # interpreter's cost is per program and per loop step, not per element; the small-d test cases keep
 # several blocks per dimension, so every mask is still exercised)
@@ -97,24 +110,25 @@ _WBUILD = _WBUILD_GPU if not INTERPRET else dict(BR=128, BD=512)
 _REDUCE = _REDUCE_GPU if not INTERPRET else dict(BP=16, BQ=16, BR=64, BD=128)
 
 
-def _dtype_class(dtype: torch.dtype) -> str:
-    return "half" if dtype in (torch.float16, torch.bfloat16) else str(dtype).replace("torch.", "")
+def _pick_table(table: dict, dtype: torch.dtype, has_ids: bool):
+    cls = "half" if dtype in (torch.float16, torch.bfloat16) else str(dtype).replace("torch.", "")
+    return table.get(cls + "+ids", table[cls]) if has_ids else table[cls]
 
 
 def _interp_cfg(d: int) -> Config:
     return _INTERP_CFG if d <= 512 else _INTERP_CFG_WIDE
 
 
-def fwd_space(dtype: torch.dtype, d: int, interpret: bool = INTERPRET) -> List[Config]:
-    return [_interp_cfg(d)] if interpret else _FWD_SPACE[_dtype_class(dtype)]
+def fwd_space(dtype: torch.dtype, d: int, has_ids: bool = False, interpret: bool = INTERPRET) -> List[Config]:
+    return [_interp_cfg(d)] if interpret else _pick_table(_FWD_SPACE, dtype, has_ids)
 
 
-def dx_space(dtype: torch.dtype, d: int, interpret: bool = INTERPRET) -> List[Config]:
-    return [_interp_cfg(d)] if interpret else _DX_SPACE[_dtype_class(dtype)]
+def dx_space(dtype: torch.dtype, d: int, has_ids: bool = False, interpret: bool = INTERPRET) -> List[Config]:
+    return [_interp_cfg(d)] if interpret else _pick_table(_DX_SPACE, dtype, has_ids)
 
 
-def partial_config(dtype: torch.dtype, d: int, interpret: bool = INTERPRET) -> Config:
-    return _interp_cfg(d) if interpret else _PARTIAL_CFG[_dtype_class(dtype)]
+def partial_config(dtype: torch.dtype, d: int, has_ids: bool = False, interpret: bool = INTERPRET) -> Config:
+    return _interp_cfg(d) if interpret else _pick_table(_PARTIAL_CFG, dtype, has_ids)
 
 
 def r_pad(r: int) -> int:
@@ -353,7 +367,7 @@ def _forward(x, theta, bias, ids, t, r, alpha, y, z, weights):
         key = ("fwd", d, r, x.dtype, n_bucket(n), ids is not None, save_z)
         cfg = _pick(
             key,
-            fwd_space(x.dtype, d),
+            fwd_space(x.dtype, d, ids is not None),
             lambda c: _fwd_launch(
                 x, w, bias, ids, torch.empty_like(x), None if z is None else torch.empty_like(z), r, alpha, c, save_z
             ),
@@ -436,7 +450,11 @@ def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None,
     with _device_guard(dy):
         w = _weights_for(dy, theta, t, r, weights)
         key = ("dx", d, r, dy.dtype, n_bucket(n), ids is not None)
-        cfg = _pick(key, dx_space(dy.dtype, d), lambda c: _dx_launch(dy, w, ids, torch.empty_like(dy), r, alpha, c))
+        cfg = _pick(
+            key,
+            dx_space(dy.dtype, d, ids is not None),
+            lambda c: _dx_launch(dy, w, ids, torch.empty_like(dy), r, alpha, c),
+        )
         _dx_launch(dy, w, ids, dx, r, alpha, cfg)
     return dx
 
@@ -446,7 +464,9 @@ def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None,
 # ---------------------------------------------------------------------------------------------
 
 
-def _num_splits(n: int, nt: int, r: int, d: int, device: torch.device, dtype=torch.float32) -> Tuple[int, int]:
+def _num_splits(
+    n: int, nt: int, r: int, d: int, device: torch.device, dtype=torch.float32, has_ids: bool = False
+) -> Tuple[int, int]:
     """(S, rows per split). On a GPU: about two programs per SM over S x column blocks x r chunks,
     at least 256 rows per split (so the S*T*r*d partials stay small next to dy) and at most 16M
     partial elements. Under the interpreter a few splits of >= 16 rows, so the fixed-order
@@ -455,7 +475,7 @@ def _num_splits(n: int, nt: int, r: int, d: int, device: torch.device, dtype=tor
         s = max(1, min(3, triton.cdiv(n, 16)))
     else:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        cfg = partial_config(dtype, d)
+        cfg = partial_config(dtype, d, has_ids)
         pm = pool_meta(d, r, dtype)
         programs = triton.cdiv(d, cfg.bd) * (pm["R_PAD"] // pm["RK"])
         cap = max(1, (1 << 24) // max(1, nt * r * d))
@@ -481,14 +501,14 @@ def _params(src, from_x, dy, theta, ids, t, r, alpha, out):
         dbias.zero_()
         return dtheta, dbias
     k0, k1, h0, h1 = _hat(t, geo["K"])
-    s, rps = _num_splits(n, nt, r, d, dy.device, dy.dtype)
+    has_ids = ids is not None
+    s, rps = _num_splits(n, nt, r, d, dy.device, dy.dtype, has_ids)
     # partial slots of tasks absent from a split are never written nor read (see rng)
     pw = torch.empty((s, nt, r, d), dtype=cdt, device=dy.device)
     pb = torch.empty((s, nt, d), dtype=cdt, device=dy.device)
     rng = torch.empty((s, 2), dtype=torch.int64, device=dy.device)
     pm = pool_meta(d, r, dy.dtype)
-    cfg = partial_config(dy.dtype, d)
-    has_ids = ids is not None
+    cfg = partial_config(dy.dtype, d, has_ids)
     with _device_guard(dy):
         _launch(
             _k.connector_bwd_partial_kernel,
@@ -566,16 +586,20 @@ class KernelPlan:
     floats: Tuple[str, ...]
     constexprs: Dict[str, object]
     configs: List[Dict[str, int]]
+    variant: str = ""
 
 
 def kernel_plans(
-    d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = None, has_ids: bool = False, save_z: bool = True
+    d: int, dtype: torch.dtype, n: int = 16384, r: Optional[int] = None, has_ids: bool = False, from_x: bool = False
 ) -> List[KernelPlan]:
     """Every kernel the backend launches on a GPU for one connector at the SPEC default geometry
     (r = d/8, p = r, q = d/2, K = 2) unless ``r`` is given, with every configuration it may use there
-    (the GPU configurations, also when this process runs the interpreter)."""
+    (the GPU configurations, also when this process runs the interpreter): the forward twice (variant
+    ``inference``, and ``training``, which also writes z), the partials reading the saved z (or, with
+    ``from_x``, pooling x: direct ``backward_params`` calls); ``has_ids`` gives the multi-task
+    variants (T = 3 tasks)."""
     r = d // 8 if r is None else r
-    p, q, kk, nt = r, d // 2, 2, 1
+    p, q, kk, nt = r, d // 2, 2, (3 if has_ids else 1)
     xdt, cdt = _TL[dtype], ("fp64" if dtype == torch.float64 else "fp32")
     pm = pool_meta(d, r, dtype)
     rows = dict(N=n, d=d, r=r, NB=n_bucket(n))
@@ -590,15 +614,19 @@ def kernel_plans(
             dict(R_PAD=pm["R_PAD"], BR=_WBUILD_GPU["BR"], BD=_WBUILD_GPU["BD"]),
             [dict(num_warps=_WBUILD_GPU["num_warps"], num_stages=3)],
         ),
-        KernelPlan(
-            "connector_fwd_kernel",
-            _k.connector_fwd_kernel,
-            dict(x_ptr=xdt, w_ptr=xdt, b_ptr=cdt, ids_ptr="i64" if has_ids else xdt, y_ptr=xdt, z_ptr=xdt),
-            rows,
-            ("ALPHA_HI", "ALPHA_LO"),
-            dict(pm, HAS_IDS=has_ids, SAVE_Z=save_z, DOT=dot_mode(dtype)),
-            [c.meta() for c in fwd_space(dtype, d, interpret=False)],
-        ),
+        *[
+            KernelPlan(
+                "connector_fwd_kernel",
+                _k.connector_fwd_kernel,
+                dict(x_ptr=xdt, w_ptr=xdt, b_ptr=cdt, ids_ptr="i64" if has_ids else xdt, y_ptr=xdt, z_ptr=xdt),
+                rows,
+                ("ALPHA_HI", "ALPHA_LO"),
+                dict(pm, HAS_IDS=has_ids, SAVE_Z=save_z, DOT=dot_mode(dtype)),
+                [c.meta() for c in fwd_space(dtype, d, has_ids, interpret=False)],
+                "training" if save_z else "inference",
+            )
+            for save_z in (False, True)
+        ],
         KernelPlan(
             "connector_bwd_dx_kernel",
             _k.connector_bwd_dx_kernel,
@@ -606,7 +634,7 @@ def kernel_plans(
             rows,
             ("SCALE_HI", "SCALE_LO"),
             dict(G=pm["G"], R_PAD=pm["R_PAD"], RK=pm["RK"], HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-            [c.meta() for c in dx_space(dtype, d, interpret=False)],
+            [c.meta() for c in dx_space(dtype, d, has_ids, interpret=False)],
         ),
         KernelPlan(
             "connector_bwd_partial_kernel",
@@ -614,8 +642,9 @@ def kernel_plans(
             dict(src_ptr=xdt, dy_ptr=xdt, ids_ptr="i64" if has_ids else xdt, pw_ptr=cdt, pb_ptr=cdt, rng_ptr="i64"),
             dict(N=n, d=d, r=r, T=nt, RPS=rps),
             (),
-            dict(pm, FROM_X=not save_z, HAS_IDS=has_ids, DOT=dot_mode(dtype)),
-            [partial_config(dtype, d, interpret=False).meta()],
+            dict(pm, FROM_X=from_x, HAS_IDS=has_ids, DOT=dot_mode(dtype)),
+            [partial_config(dtype, d, has_ids, interpret=False).meta()],
+            "from_x" if from_x else "from_z",
         ),
         KernelPlan(
             "connector_bwd_reduce_kernel",
