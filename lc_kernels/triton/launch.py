@@ -10,7 +10,7 @@ and launches:
     backward_params   2 launches (connector_bwd_partial_kernel, connector_bwd_reduce_kernel)
 
 Every launch is recorded for :func:`lc_kernels.triton.count_launches`. Block sizes: on a GPU the
-forward and dx kernels are tuned once per (kernel, d, r, dtype, N bucket, task ids, z saved) over the
+forward and dx kernels are tuned once per (kernel, device, d, r, dtype, N bucket, task ids, z saved) over the
 small spaces below, by timing each configuration on the call's own inputs into scratch outputs
 (so in-place calls are safe); the params kernels use one fixed configuration per dtype class, so
 that dTheta and db are bitwise identical across runs and processes. Under the interpreter
@@ -364,7 +364,7 @@ def _forward(x, theta, bias, ids, t, r, alpha, y, z, weights):
         z = torch.empty((n, r), dtype=x.dtype, device=x.device)  # scratch: z does not fit in registers
     with _device_guard(x):
         w = _weights_for(x, theta, t, r, weights)
-        key = ("fwd", d, r, x.dtype, n_bucket(n), ids is not None, save_z)
+        key = ("fwd", str(x.device), d, r, x.dtype, n_bucket(n), ids is not None, save_z)
         cfg = _pick(
             key,
             fwd_space(x.dtype, d, ids is not None),
@@ -449,7 +449,7 @@ def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None,
         return dx
     with _device_guard(dy):
         w = _weights_for(dy, theta, t, r, weights)
-        key = ("dx", d, r, dy.dtype, n_bucket(n), ids is not None)
+        key = ("dx", str(dy.device), d, r, dy.dtype, n_bucket(n), ids is not None)
         cfg = _pick(
             key,
             dx_space(dy.dtype, d, ids is not None),
