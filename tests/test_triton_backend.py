@@ -357,6 +357,20 @@ def test_pool_meta_covers_every_group_shape():
     assert [L.n_bucket(n) for n in (1, 4096, 4097, 16384, 65536, 65537)] == [0, 0, 1, 1, 2, 3]
 
 
+def test_small_batches_can_fill_a_132_sm_card():
+    """N = 4096 tokens: the GPU autotune spaces hold block sizes giving >= 132 programs, and the
+    params partials split the tokens so that S x column blocks >= 132 (H100/H200: 132 SMs)."""
+    bf16 = torch.bfloat16
+    for d in (384, 768, 1024):
+        for ids in (False, True):
+            for space in (L.fwd_space(bf16, d, ids, interpret=False), L.dx_space(bf16, d, ids, interpret=False)):
+                assert max(-(-4096 // c.bn) for c in space) >= 132, (d, ids)
+            cfg = L.partial_config(bf16, d, ids, interpret=False)
+            s = L.gpu_splits(4096, 3 if ids else 1, d // 8, d, bf16, ids, sms=132)
+            assert s * -(-d // cfg.bd) >= 132 and -(-4096 // s) >= 128, (d, ids, s)
+    assert L.gpu_splits(262144, 1, 96, 768, bf16, False, sms=132) == 22  # 22 x 12 column blocks = 2 per SM
+
+
 @pytest.mark.skipif(not ON_CPU, reason="bfloat16 is rejected only under the interpreter")
 def test_bfloat16_on_interpreter_is_rejected_clearly():
     x = torch.randn(4, 8, dtype=torch.bfloat16)

@@ -467,21 +467,27 @@ def backward_dx(dy, theta, ids, t, r, alpha, out: Optional[torch.Tensor] = None,
 def _num_splits(
     n: int, nt: int, r: int, d: int, device: torch.device, dtype=torch.float32, has_ids: bool = False
 ) -> Tuple[int, int]:
-    """(S, rows per split). On a GPU: about two programs per SM over S x column blocks x r chunks,
-    at least 256 rows per split (so the S*T*r*d partials stay small next to dy) and at most 16M
-    partial elements. Under the interpreter a few splits of >= 16 rows, so the fixed-order
-    cross-split reduction is exercised by the tests."""
+    """(S, rows per split). Under the interpreter a few splits of >= 16 rows, so the fixed-order
+    cross-split reduction is exercised by the tests; on a GPU see :func:`gpu_splits`."""
     if INTERPRET or device.type != "cuda":
         s = max(1, min(3, triton.cdiv(n, 16)))
     else:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        cfg = partial_config(dtype, d, has_ids)
-        pm = pool_meta(d, r, dtype)
-        programs = triton.cdiv(d, cfg.bd) * (pm["R_PAD"] // pm["RK"])
-        cap = max(1, (1 << 24) // max(1, nt * r * d))
-        s = max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(n, 256), cap))
+        s = gpu_splits(n, nt, r, d, dtype, has_ids, sms)
     rps = triton.cdiv(n, s)
     return triton.cdiv(n, rps), rps
+
+
+def gpu_splits(n: int, nt: int, r: int, d: int, dtype: torch.dtype, has_ids: bool, sms: int) -> int:
+    """Token splits of the params partials on a GPU with ``sms`` SMs: about two programs per SM over
+    S x column blocks x r chunks (so N = 4096 still fills a 132-SM card), at least 128 rows per split
+    (the S*T*r*d partials stay below the bytes of z and dy) and at most 16M partial elements. Depends
+    only on the shape and the card: deterministic."""
+    cfg = partial_config(dtype, d, has_ids, interpret=False)
+    pm = pool_meta(d, r, dtype)
+    programs = triton.cdiv(d, cfg.bd) * (pm["R_PAD"] // pm["RK"])
+    cap = max(1, (1 << 24) // max(1, nt * r * d))
+    return max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(n, 128), cap))
 
 
 def _params(src, from_x, dy, theta, ids, t, r, alpha, out):
