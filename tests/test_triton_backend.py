@@ -32,6 +32,13 @@ pytestmark = pytest.mark.skipif(DEV is None, reason="needs CUDA or TRITON_INTERP
 EPS = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 2.0**-23, torch.float64: 2.0**-52}
 
 
+@pytest.fixture(autouse=True)
+def _first_config_untimed(monkeypatch):
+    """On a GPU every test shape would otherwise compile and time every autotune point; correctness
+    of each point is checked once, in test_gpu_every_autotune_point_bf16."""
+    monkeypatch.setattr(L, "AUTOTUNE", False)
+
+
 def _rel(a: torch.Tensor, e: torch.Tensor) -> float:
     """max |a - e| / max |e| in float64 (one scale per tensor: no per-element rtol to hide behind)."""
     a, e = a.double(), e.double()
@@ -504,6 +511,29 @@ def _gpu_case(n=4096, d=768, multitask=False):
 @pytest.mark.parametrize("multitask", [False, True])
 def test_gpu_within_twice_eager(dtype, multitask):
     _check_within_twice_eager(_gpu_case(multitask=multitask), dtype, alpha=1.0)
+
+
+@pytest.mark.gpu
+@gpu_compiled
+@pytest.mark.parametrize("multitask", [False, True])
+def test_gpu_every_autotune_point_bf16(multitask, monkeypatch):
+    """Each configuration the tuner may pick (forward with and without z, dx) is correct, not only
+    the one that wins on this card."""
+    spaces = {}
+
+    def take(i):
+        def pick(key, configs, run):
+            spaces[key[0]] = len(configs)
+            return configs[min(i, len(configs) - 1)]
+
+        return pick
+
+    i = 0
+    while i == 0 or i < max(spaces.values()):
+        monkeypatch.setattr(L, "_pick", take(i))
+        _check_within_twice_eager(_gpu_case(multitask=multitask), torch.bfloat16, alpha=1.0)
+        i += 1
+    assert set(spaces) == {"fwd", "dx"} and i >= 4
 
 
 @pytest.mark.gpu

@@ -269,12 +269,15 @@ def _geometry(d: int, r: int, theta: torch.Tensor):
 # ---------------------------------------------------------------------------------------------
 
 _TUNED: Dict[tuple, Config] = {}
+#: LC_TRITON_AUTOTUNE=0 takes the first configuration of each space untimed (one compile per kernel:
+#: for test runs on a GPU, where timing every point of every test shape would cost minutes)
+AUTOTUNE = os.environ.get("LC_TRITON_AUTOTUNE", "1") != "0"
 
 
 def _pick(key: tuple, configs: Sequence[Config], run) -> Config:
     """The fastest of ``configs`` for ``key``, timed once with ``run(cfg)`` (which must only write
-    scratch outputs); a single configuration is returned untimed."""
-    if len(configs) == 1:
+    scratch outputs); a single configuration (or AUTOTUNE off) is returned untimed."""
+    if len(configs) == 1 or not AUTOTUNE:
         return configs[0]
     cfg = _TUNED.get(key)
     if cfg is None:
