@@ -10,7 +10,8 @@
 #
 # OUT_DIR receives three files (the device tool brings back at most 8): summary.txt (the table,
 # also printed last), gpu_check.tgz (every log and the benchmarks' JSON/PNG: env.txt, build.log,
-# extension.log, ceilings.json, pytest_*.log, cuda_triage.log, bench_*.log, connector.json, e2e.json) and
+# extension.log, ceilings.json, pytest_*.log, cuda_triage.log, bench_*.log, bench_kernels.json, connector.json,
+# e2e.json) and
 # ceilings.json. The archive is written on any exit, so a step that hangs loses nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,7 +24,7 @@ rm -rf "$OUT_DIR"; mkdir -p "$OUT_DIR"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif command -v python >/dev/null; then PY=python; else PY=python3; fi
 LIMIT="${LC_GPU_CHECK_LIMIT_S:-540}"
 # the steps to run, comma-separated (a rerun after a partial lease can take only some)
-STEPS="${LC_GPU_STEPS:-build,extension,ceilings,pytest_gpu,cuda_triage,bench_connector,bench_e2e,pytest_kernels}"
+STEPS="${LC_GPU_STEPS:-build,extension,ceilings,pytest_gpu,bench_kernels,cuda_triage,bench_connector,bench_e2e,pytest_kernels}"
 # a hung test must not eat the lease: a per-test limit where pytest-timeout is installed
 PYTEST_TIMEOUT=()
 START=$SECONDS
@@ -144,6 +145,14 @@ PYEOF
 # GPU tests with compiled Triton kernels (conftest interprets them only where CUDA is absent)
 step pytest_gpu 150 150 "$OUT_DIR/pytest_gpu.log" -- \
   env TRITON_INTERPRET=0 "$PY" -m pytest tests -q -m gpu -rfEs --tb=short -p no:cacheprovider --durations=10 "${PYTEST_TIMEOUT[@]}"
+# ---- Triton step (issue 13; owned with lc_kernels/triton): per-kernel timings of the v2 kernels ----
+# forward, forward+z, dx, params and the W build separately, bf16, d = 768 first then 384 and 1024,
+# N = 4k..256k, cold L2 (rotated inputs), CUDA-graph replays, against the copy floor and
+# torch.compile(reference); no new shape after 90 s, so the step stays near two minutes.
+step bench_kernels 130 200 "$OUT_DIR/bench_kernels.log" -- \
+  "$PY" benchmarks/bench_kernels.py --dtype bfloat16 --d 768,384,1024 --n 4k,16k,64k,256k --repeats 15 \
+    --max-seconds 90 --out "$OUT_DIR/bench_kernels.json"
+# ---- end of the Triton step ----
 # ---- CUDA backend triage (issue 14) ---------------------------------------------------------
 # The H200 run died with a segmentation fault at the second bad-input call of the cuda binding (a
 # non-contiguous x, which should raise "must be contiguous"). pytest_gpu above runs every bad-input
@@ -201,6 +210,8 @@ step pytest_kernels 200 10 "$OUT_DIR/pytest_kernels.log" -- \
   for f in pytest_gpu pytest_kernels; do
     echo "$f: $(grep -hE "passed|failed|error" "$OUT_DIR/$f.log" 2>/dev/null | tail -n 1)"
   done
+  # the Triton per-kernel table (bench_kernels.py prints it last)
+  sed -n '/^per-kernel medians/,$p' "$OUT_DIR/bench_kernels.log" 2>/dev/null || true
 } > "$SUMMARY"
 rm -f "$SUMMARY.rows"
 cat "$SUMMARY"

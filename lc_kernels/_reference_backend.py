@@ -1,4 +1,5 @@
 """The ``reference`` backend: SPEC §4 formulas in plain PyTorch (any device, float32/float64 math)."""
+
 from __future__ import annotations
 
 import torch
@@ -36,9 +37,7 @@ def backward_dx(dy, theta, ids, t, r, alpha):
 
 def backward_params(x, dy, theta, ids, t, r, alpha):
     cdt = theta.dtype
-    _, dtheta, db = ref.connector_backward(
-        x.to(cdt), dy.to(cdt), _theta_view(theta, ids), t, r, alpha, task_ids=ids
-    )
+    _, dtheta, db = ref.connector_backward(x.to(cdt), dy.to(cdt), _theta_view(theta, ids), t, r, alpha, task_ids=ids)
     if ids is None:
         dtheta, db = dtheta.unsqueeze(0), db.unsqueeze(0)
     return dtheta, db

@@ -12,10 +12,21 @@ A backend computes the three SPEC §5 operations on *normalised* inputs:
     backward_dx(dy, theta, ids, t, r, alpha)             -> dx (N, d), dtype of dy
     backward_params(x, dy, theta, ids, t, r, alpha)      -> (dtheta (T,K,p,q), dbias (T,d)), compute dtype
 
+Optional capabilities (fields that default to "absent", so a backend that predates them stays valid):
+
+    build_weights(theta, ts, r, d, dtype)                -> W (P, T, r_pad, d) for P = len(ts) positions
+    uses_weights = True: forward, backward_dx and forward_inplace take ``weights=`` (this position's
+        W, (T, r_pad, d), dtype of x) and then skip building W; without it they build W themselves
+    forward_save_z(x, theta, bias, ids, t, r, alpha, weights=None) -> (y, z (N, r) in x's dtype)
+    backward_params_z(z, dy, theta, ids, t, r, alpha)    -> as backward_params, from the saved z
+
 The public op (``lc_kernels.ops``) does all validation and normalisation, so backends may assume
-the above. A backend registers itself with :func:`register`; ``available()`` says whether it can run
+the above. Where a backend lacks a capability the op falls back: W is built with
+``lc_kernels.reference`` math, ``weights`` is ignored, and x (not z) is saved for the backward. A
+backend registers itself with :func:`register`; ``available()`` says whether it can run
 in this process and ``why_unavailable()`` why not.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,6 +52,14 @@ class Backend:
     #: optional forward writing y into x's own memory (same arguments as ``forward``; returns x).
     #: Only for backends whose kernel reads every row before writing it; others fall back to a copy.
     forward_inplace: Optional[Callable] = None
+    #: optional: W for many connector positions in one call (see the module docstring)
+    build_weights: Optional[Callable] = None
+    #: forward, backward_dx and forward_inplace accept ``weights=`` (a prebuilt W of this position)
+    uses_weights: bool = False
+    #: optional forward that also returns z = D(x) for the params backward (training saves z, not x)
+    forward_save_z: Optional[Callable] = None
+    #: optional params backward from the saved z (required when forward_save_z is given)
+    backward_params_z: Optional[Callable] = None
 
     def available(self) -> bool:
         return self.unavailable_reason() is None
@@ -56,9 +75,7 @@ def register(backend: Backend) -> None:
 def get(name: str) -> Backend:
     _load_all()
     if name not in _REGISTRY:
-        raise ValueError(
-            f"backend={name!r} is not a known backend; choose one of {sorted(_REGISTRY)} or 'auto'"
-        )
+        raise ValueError(f"backend={name!r} is not a known backend; choose one of {sorted(_REGISTRY)} or 'auto'")
     return _REGISTRY[name]
 
 
@@ -77,13 +94,14 @@ def _load_all() -> None:
         return
     _LOADED = True
     from . import _reference_backend  # noqa: F401
+
     for mod in ("_cpu_backend", "_cuda_backend", "triton"):
         try:
             __import__(f"{__package__}.{mod}")
         except ImportError as exc:  # a backend module itself failing to import is a bug: say so
             import warnings
 
-            warnings.warn(f"lc_kernels: backend module {mod} failed to import: {exc}")
+            warnings.warn(f"lc_kernels: backend module {mod} failed to import: {exc}", stacklevel=2)
 
 
 def available_backends() -> List[str]:

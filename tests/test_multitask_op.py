@@ -1,12 +1,15 @@
 """The task-indexed connector (SPEC §6) on every available CPU backend: values against the
 float64 reference row by row, and gradcheck of x, the stacked Θ and the stacked biases."""
+
 import pytest
 import torch
 
 import lc_kernels
+from lc_kernels import backends
 from lc_kernels import reference as ref
 
-CPU_BACKENDS = [b for b in lc_kernels.available_backends() if b != "cuda"]
+# backends that take CPU tensors here (triton only under the interpreter)
+CPU_BACKENDS = [b for b in lc_kernels.available_backends() if "cpu" in backends.get(b).devices]
 
 
 def _problem(T=3, N=7, d=12, r=4, K=3, p=3, q=5, dtype=torch.float64):
@@ -24,8 +27,8 @@ def test_each_row_uses_its_own_task(backend):
     x, theta, bias, ids, r = _problem()
     y = lc_kernels.connector(x, theta, bias, 0.3, r, 0.7, backend=backend, task_ids=ids)
     for n in range(x.shape[0]):
-        want = ref.connector(x[n:n + 1], theta[ids[n]], bias[ids[n]], 0.3, r, 0.7)
-        torch.testing.assert_close(y[n:n + 1], want, rtol=1e-12, atol=1e-12)
+        want = ref.connector(x[n : n + 1], theta[ids[n]], bias[ids[n]], 0.3, r, 0.7)
+        torch.testing.assert_close(y[n : n + 1], want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -47,7 +50,8 @@ def test_gradcheck_task_indexed_op(backend):
     x, theta, bias, ids, r = _problem(T=2, N=5, d=8, r=4, K=2, p=2, q=3)
     args = tuple(v.clone().requires_grad_(True) for v in (x, theta, bias))
     assert torch.autograd.gradcheck(
-        lambda a, b, c: lc_kernels.connector(a, b, c, 0.6, r, 1.1, backend=backend, task_ids=ids), args)
+        lambda a, b, c: lc_kernels.connector(a, b, c, 0.6, r, 1.1, backend=backend, task_ids=ids), args
+    )
     # an unused task (index 2 of 3 with ids in {0,1}) must get exactly zero gradient
     th3 = torch.cat([theta, torch.randn(1, *theta.shape[1:], dtype=theta.dtype)]).requires_grad_(True)
     b3 = torch.cat([bias, torch.randn(1, bias.shape[1], dtype=bias.dtype)]).requires_grad_(True)
@@ -67,5 +71,27 @@ def test_per_sequence_ids_broadcast_over_tokens(backend):
     ids = torch.tensor([3, 0, 3]).view(B, 1)
     y = lc_kernels.connector(x, theta, bias, 1.0, r, backend=backend, task_ids=ids)
     for b in range(B):
-        torch.testing.assert_close(y[b], ref.connector(x[b], theta[ids[b, 0]], bias[ids[b, 0]], 1.0, r),
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            y[b], ref.connector(x[b], theta[ids[b, 0]], bias[ids[b, 0]], 1.0, r), rtol=1e-12, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_prebuilt_stacked_weights(backend):
+    """build_weights on a stacked bank gives (P, T, r_pad, d); W[l] drives the task-indexed op."""
+    x, theta, bias, ids, r = _problem()
+    ts = [0.0, 0.3, 1.0]
+    w = lc_kernels.build_weights(theta, ts, r, x.shape[1], backend=backend)
+    assert w.shape == (3, theta.shape[0], lc_kernels.padded_rank(r), x.shape[1])
+    for tau in range(theta.shape[0]):
+        torch.testing.assert_close(
+            w[1, tau, :r], ref.interpolate_seeds(theta[tau], 0.3, r, x.shape[1]), rtol=1e-13, atol=1e-13
+        )
+    th = theta.clone().requires_grad_(True)
+    y = lc_kernels.connector(x, th, bias, 0.3, r, 0.7, backend=backend, task_ids=ids, weights=w[1])
+    y.backward(torch.ones_like(y))
+    thr = theta.clone().requires_grad_(True)
+    yr = ref.connector(x, thr, bias, 0.3, r, 0.7, task_ids=ids)
+    yr.backward(torch.ones_like(yr))
+    torch.testing.assert_close(y, yr.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(th.grad, thr.grad, rtol=1e-12, atol=1e-12)
