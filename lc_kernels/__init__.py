@@ -20,6 +20,10 @@ from .ops import (
 )
 
 from ._version import __version__
+from .backends import _load_all
+
+# Register every backend now, not on the first call: a first call inside torch.compile cannot import.
+_load_all()
 
 __all__ = [
     "connector",

@@ -102,6 +102,10 @@ def _load_all() -> None:
             import warnings
 
             warnings.warn(f"lc_kernels: backend module {mod} failed to import: {exc}", stacklevel=2)
+    # Ask each backend once now whether it can run: the answer loads the compiled extension and is cached,
+    # so a later first call inside torch.compile (which cannot import or call into pybind) only reads it.
+    for b in _REGISTRY.values():
+        b.unavailable_reason()
 
 
 def available_backends() -> List[str]:

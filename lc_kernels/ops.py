@@ -27,6 +27,7 @@ Accumulation is float32 for float16/bfloat16/float32 inputs and float64 for floa
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -65,14 +66,14 @@ def padded_rank(r: int) -> int:
 
 def resolve_backend(backend: str, x: Tensor) -> str:
     """Turn ``"auto"`` into a concrete backend for ``x``; check an explicit one can take ``x``."""
-    return _resolve(backend, x.device, x.dtype, "x")
+    return _resolve(backend, x.device, x.dtype, "x", d=x.shape[-1] if x.dim() else None)
 
 
-def _resolve(backend: str, device: torch.device, dtype: torch.dtype, what: str) -> str:
+def _resolve(backend: str, device: torch.device, dtype: torch.dtype, what: str, d: Optional[int] = None) -> str:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        return _backends.auto_backend(device, dtype)
+        return _backends.auto_backend(device, dtype, d=d)
     b = _backends.get(backend)
     reason = b.unavailable_reason()
     if reason is not None:
@@ -97,7 +98,18 @@ def _resolve(backend: str, device: torch.device, dtype: torch.dtype, what: str) 
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_ids(ids: Optional[Tensor], num_tasks: int) -> None:
+    """Task ids must index the stacked bank. Checked inside the ops, so it holds for every backend and
+    under ``torch.compile`` too (a custom op's body runs eagerly there); on a GPU it costs one sync."""
+    if ids is None or ids.numel() == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= num_tasks:
+        raise IndexError(f"task_ids must be in [0, T={num_tasks}), got values in [{lo}, {hi}]")
+
+
 def _forward(b, x, theta, bias, ids, t, r, alpha, weights):
+    _check_ids(ids, theta.shape[0])
     if weights is not None and b.uses_weights:
         return b.forward(x, theta, bias, ids, t, r, alpha, weights=weights)
     return b.forward(x, theta, bias, ids, t, r, alpha)
@@ -139,6 +151,7 @@ def _connector_z_op(
     b = _backends.get(backend)
     if b.forward_save_z is None:
         raise RuntimeError(f"backend={backend!r} has no forward_save_z; call layerconnect::connector instead")
+    _check_ids(ids, theta.shape[0])
     if weights is not None and b.uses_weights:
         return b.forward_save_z(x, theta, bias, ids, t, r, alpha, weights=weights)
     return b.forward_save_z(x, theta, bias, ids, t, r, alpha)
@@ -163,6 +176,7 @@ def _connector_inplace_op(
 ) -> None:
     b = _backends.get(backend)
     if b.forward_inplace is not None:
+        _check_ids(ids, theta.shape[0])
         if weights is not None and b.uses_weights:
             b.forward_inplace(x, theta, bias, ids, t, r, alpha, weights=weights)
         else:
@@ -425,6 +439,10 @@ def _prepare(x, theta, bias, t, r, alpha, backend, task_ids):
     if isinstance(r, bool) or not isinstance(r, int):
         raise TypeError(f"r must be a Python int, got {type(r).__name__}")
     alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite float, got {alpha}")
+    if theta.dim() in (3, 4) and theta.shape[-3] < 1:
+        raise ValueError(f"theta must hold at least one anchor (K >= 1), got shape {tuple(theta.shape)}")
     if task_ids is None:
         if theta.dim() != 3:
             raise ValueError(
@@ -473,10 +491,7 @@ def _prepare(x, theta, bias, t, r, alpha, backend, task_ids):
             raise ValueError(
                 f"task_ids of shape {tuple(task_ids.shape)} does not broadcast to x.shape[:-1] = {tuple(lead)}"
             ) from exc
-        if ids.numel() and not torch.compiler.is_compiling():
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= theta4.shape[0]:
-                raise IndexError(f"task_ids must be in [0, T={theta4.shape[0]}), got values in [{lo}, {hi}]")
+        # the range of the ids is checked inside the op (every backend, compiled or not): _check_ids
     return x2, theta4, bias2, ids, t, r, alpha, name
 
 

@@ -13,7 +13,7 @@ import lc_kernels
 from lc_kernels import reference as ref
 
 from .config import Geometry, LayerConnectConfig
-from .runtime import FastPath, fast_path
+from .runtime import FastPath, fast_path, prebuilt_weights
 
 __all__ = ["LayerConnectHypernet"]
 
@@ -52,6 +52,7 @@ class LayerConnectHypernet(nn.Module):
         self.task_subset: Optional[Tensor] = None  # rows of the stack the current batch uses (see use_tasks)
         self._handles: List[object] = []  # forward hooks installed by add_connectors
         self._fast: Optional[FastPath] = None  # decided at the first connector of each forward pass
+        self._weights: Optional[Tensor] = None  # W of every position, when the backend multiplies by W
         self._backend_for: dict = {}  # (device, dtype) -> resolved backend name
 
     def extra_repr(self) -> str:
@@ -111,11 +112,14 @@ class LayerConnectHypernet(nn.Module):
         """
         if index == 0:
             self._fast = fast_path(self, h)
+            self._weights = prebuilt_weights(self, h) if self._fast is None else None
         if self._fast is not None:
             y = self._fast.apply(index, h)
             if y is not None:
                 return y
         g = self.geometry
+        if self._weights is not None and self._weights.dtype == h.dtype:
+            return self._connect_with_weights(index, h)
         op = lc_kernels.connector_ if self._in_place(h) else lc_kernels.connector
         if self.num_tasks is None:
             return op(h, self.theta, self.bias[index], g.ts[index], g.r, g.alpha, self.backend)
@@ -133,3 +137,23 @@ class LayerConnectHypernet(nn.Module):
             sub = self.task_subset.to(theta.device)
             theta, bias = theta.index_select(0, sub), bias.index_select(0, sub)
         return op(h, theta, bias, g.ts[index], g.r, g.alpha, self.backend, task_ids=ids)
+
+    def _connect_with_weights(self, index: int, h: Tensor) -> Tensor:
+        """The op with this forward's prebuilt W (whole stack, global task ids when multi-task)."""
+        g = self.geometry
+        w = self._weights[index]
+        if self.num_tasks is None:
+            return lc_kernels.connector(h, self.theta, self.bias[index], g.ts[index], g.r, g.alpha, self.backend,
+                                        weights=w)
+        if self.task_ids is None:
+            raise RuntimeError(
+                "this model has multi-task connectors: set the task of each sequence first, "
+                "e.g. `with model.layerconnect.use_tasks(task_ids): model(...)`"
+            )
+        ids = self.task_ids.to(h.device)
+        if self.task_subset is not None:
+            ids = self.task_subset.to(h.device)[ids]
+        if ids.dim() == 1 and h.dim() >= 2:
+            ids = ids.view(-1, *([1] * (h.dim() - 2)))
+        return lc_kernels.connector(h, self.theta, self.bias[:, index], g.ts[index], g.r, g.alpha, self.backend,
+                                    task_ids=ids, weights=w)

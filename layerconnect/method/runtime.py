@@ -9,7 +9,10 @@ once, at the first connector, and each connector then calls a prepared kernel di
 * ``cpu``: one ``CpuForwardPlan`` per position (interpolation tables, the mixed and scaled seed, the
   scaled bias, built by the extension), kept while Θ and the biases are unchanged -- their version
   counters are the cache key, so an optimiser step or ``load_state_dict`` invalidates it;
-* other backends: the public op (a prebuilt W per position where the backend uses one).
+* backends that multiply by a materialised W (``triton``): W of every position is built by one
+  ``lc_kernels.build_weights`` launch at the first connector of a forward pass -- or not at all while
+  Θ is unchanged (same version-counter key) -- and each connector's op call gets its slice;
+* the rest: the public op.
 
 The result is the same function as the op's, to the bit on ``cpu`` (the same kernel runs; tested).
 """
@@ -23,7 +26,7 @@ from torch import Tensor
 
 import lc_kernels
 
-__all__ = ["FastPath", "fast_path"]
+__all__ = ["FastPath", "fast_path", "prebuilt_weights"]
 
 
 class FastPath:
@@ -106,3 +109,26 @@ def fast_path(hn, h: Tensor) -> Optional[FastPath]:
         return None
     inplace = hn.inplace_inference and lc_kernels.inplace_supported(h, name)
     return FastPath(_plans(hn, h.dtype), _token_ids(hn, h), tuple(h.shape), inplace)
+
+
+def prebuilt_weights(hn, h: Tensor) -> Optional[Tensor]:
+    """W of every position for this forward pass, for backends that use a prebuilt W (else None).
+
+    Built from the whole stack of seed banks (multi-task: the op then takes global task ids), detached,
+    in ``h``'s dtype; reused while Θ's version, the dtype and the device are unchanged. Under
+    ``torch.compile`` the op builds what it needs itself."""
+    if torch.compiler.is_compiling():
+        return None
+    from lc_kernels import backends as _backends
+
+    name = hn._resolved_backend(h)
+    if not getattr(_backends.get(name), "uses_weights", False):
+        return None
+    key = (id(hn.theta), hn.theta._version, h.dtype, h.device, name)
+    cached = getattr(hn, "_weights_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    g = hn.geometry
+    w = lc_kernels.build_weights(hn.theta, list(g.ts), g.r, g.d, dtype=h.dtype, backend=name)
+    hn._weights_cache = (key, w)
+    return w
