@@ -99,3 +99,20 @@ def test_a_non_finite_value_spoils_only_its_row(backend, value):
     assert not torch.isfinite(y[2]).all()
     others = [0, 1, 3, 4]
     assert torch.equal(y[others], clean[others])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_out_of_range_task_ids_raise_on_gpu_backends(backend, compiled):
+    if backend not in lc_kernels.available_backends():
+        pytest.skip(f"{backend} is not available here")
+    x, theta, bias = (v.cuda().float() for v in _multi("cpu"))
+
+    def call(x, ids):
+        return lc_kernels.connector(x, theta, bias, 0.3, 4, backend=backend, task_ids=ids)
+
+    f = torch.compile(call, fullgraph=True) if compiled else call
+    with pytest.raises(Exception, match=r"task_ids must be in \[0, T=3\)"):
+        f(x, torch.tensor([0, 1, 7, 2, 0], device="cuda"))
+    assert torch.isfinite(f(x, torch.tensor([0, 1, 2, 2, 0], device="cuda"))).all()
