@@ -9,6 +9,8 @@ lc_kernels.available_backends()   # e.g. ["reference", "cpu", "triton"]
 """
 
 from . import reference
+from ._version import __version__
+from .backends import _load_all
 from .ops import (
     available_backends,
     build_weights,
@@ -18,9 +20,6 @@ from .ops import (
     padded_rank,
     resolve_backend,
 )
-
-from ._version import __version__
-from .backends import _load_all
 
 # Register every backend now, not on the first call: a first call inside torch.compile cannot import.
 _load_all()

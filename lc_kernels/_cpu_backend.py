@@ -8,6 +8,7 @@ reduce per-chunk partial sums in a fixed order, so they are deterministic for an
 Inputs follow the normalised convention of :mod:`lc_kernels.backends` (``lc_kernels.connector``
 flattens, makes contiguous and casts before calling).
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -7,6 +7,7 @@ when loaded). The first failed load warns once with the fix.
 Opt-in just-in-time build: with ``LC_JIT_BUILD=1`` and a source checkout (``csrc/`` beside the
 package), a missing extension is compiled on first use with ``torch.utils.cpp_extension.load``.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ adjoint (SPEC §4, ``dS = A^T dW B``) obvious and keeps float64 exact.
 Interpolation positions are computed with integer arithmetic (``lo = (i*(p-1)) // (r-1)``,
 ``frac = ((i*(p-1)) % (r-1)) / (r-1)``) so every backend can reproduce the same neighbours exactly.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,6 +1,7 @@
 """Test configuration. Without a GPU, TRITON_INTERPRET=1 must be set before triton is imported
 anywhere, so the Triton kernels run on CPU tensors (float32/float64/float16 only: the interpreter
 gives garbage in bfloat16, so bf16 is tested on GPUs only). With a GPU the compiled path is tested."""
+
 import os
 
 import torch  # noqa: E402  (importing torch does not import triton)

@@ -1,6 +1,7 @@
 """save_connectors / load_connectors under faults and bad files (issue 18): the pair of files is written
 as a whole or not at all, a load validates everything before it touches the model, a head-less artefact
 is refused on a model with a head unless asked for, and every error names the file."""
+
 import json
 import os
 import stat
@@ -10,10 +11,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from test_model import _batch, _tiny  # noqa: E402
+
 from layerconnect import LayerConnectConfig, add_connectors, load_connectors, save_connectors  # noqa: E402
 from layerconnect.method import ArtefactError  # noqa: E402
 from layerconnect.method.artefact import CONFIG_FILE, CONNECTOR_FILE  # noqa: E402
-from test_model import _batch, _tiny  # noqa: E402
 
 
 def _trained(seed=0, **cfg):
@@ -80,8 +82,9 @@ def test_save_refuses_a_folder_with_other_files_and_follows_the_umask(tmp_path):
 
 
 def test_headless_artefact_is_refused_on_a_model_with_a_head(tmp_path):
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
-                                  vocab_size=60)
+    cfg = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37, vocab_size=60
+    )
     torch.manual_seed(0)
     encoder = transformers.BertModel(cfg)
     add_connectors(encoder, LayerConnectConfig(down_factor=4))
@@ -119,14 +122,17 @@ def _broken(tmp_path, how):
     return str(path)
 
 
-@pytest.mark.parametrize("how,message", [
-    ("format", "has format 'layerconnect/99'"),
-    ("geometry-key", r"'geometry' lacks \['r'\]"),
-    ("geometry-value", "does not follow from its config"),
-    ("not-utf8", "is not valid UTF-8 JSON"),
-    ("truncated", "cannot be read as safetensors"),
-    ("dir-for-file", "is a directory, not a file"),
-])
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        ("format", "has format 'layerconnect/99'"),
+        ("geometry-key", r"'geometry' lacks \['r'\]"),
+        ("geometry-value", "does not follow from its config"),
+        ("not-utf8", "is not valid UTF-8 JSON"),
+        ("truncated", "cannot be read as safetensors"),
+        ("dir-for-file", "is a directory, not a file"),
+    ],
+)
 def test_damaged_artefacts_name_the_file_and_leave_the_model_alone(tmp_path, how, message):
     path = _broken(tmp_path, how)
     target = _tiny("bert")

@@ -1,6 +1,7 @@
 """Baselines: each method trains exactly what it claims, and our Houlsby/Pfeiffer adapters are
 AdapterHub's ``double_seq_bn`` / ``seq_bn`` (same parameter count and, given the same weights, the
 same outputs on every supported family)."""
+
 import copy
 import os
 
@@ -172,7 +173,9 @@ def test_bert_pooler_stays_frozen():
 def test_layerconnect_options_reach_the_config():
     model = apply_method(_tiny("bert"), "layerconnect", num_anchors=3, positions="all")
     assert model.layerconnect.config == LayerConnectConfig(num_anchors=3, positions="all")
-    assert trainable_parameters(model, include_head=False) == LayerConnectConfig(num_anchors=3, positions="all").num_params(D, L)
+    assert trainable_parameters(model, include_head=False) == LayerConnectConfig(
+        num_anchors=3, positions="all"
+    ).num_params(D, L)
 
 
 def test_errors_name_the_problem():
@@ -225,8 +228,14 @@ def test_adapters_are_identity_with_zero_up_projection_and_near_identity_at_init
 
 
 def test_adapter_init_statistics_match_adapterhub_bert_init():
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=16)
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     model = apply_method(BertForSequenceClassification(cfg), "houlsby")
     for name in ("mh_adapter", "output_adapter"):
         adapter = getattr(model.bert.encoder.layer[0], name)
@@ -268,8 +277,10 @@ def _adapterhub_model(base, method):
     except Exception as e:  # pragma: no cover - depends on the installed adapters/transformers pair
         if REQUIRE_ADAPTERS:
             raise
-        pytest.skip(f"adapters {getattr(adapters, '__version__', '?')} does not work with transformers "
-                    f"{transformers.__version__}: {type(e).__name__}: {e}")
+        pytest.skip(
+            f"adapters {getattr(adapters, '__version__', '?')} does not work with transformers "
+            f"{transformers.__version__}: {type(e).__name__}: {e}"
+        )
     return model.eval(), BottleneckLayer
 
 

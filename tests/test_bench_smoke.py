@@ -2,6 +2,7 @@
 printed table, the plots, the CLI forwarding. No timing is asserted (2 shared cores are too noisy);
 what is asserted is structure, and the one deterministic figure: LayerConnect's connectors save
 exactly one x-sized tensor each for backward."""
+
 import json
 import math
 import random
@@ -35,8 +36,9 @@ def test_harness_interleaves_and_reports_per_call_times():
         H.Variant("b", make("b", 96)),
         H.Variant("c", lambda st: make("c", 32)(st[1]), setup=lambda i: setups.append(i) or ("prepared", i)),
     ]
-    stats = H.measure_interleaved(variants, device=torch.device("cpu"), n_buffers=3, warmup=1, repeats=5,
-                                  min_sample_s=0.0, rng=random.Random(1))
+    stats = H.measure_interleaved(
+        variants, device=torch.device("cpu"), n_buffers=3, warmup=1, repeats=5, min_sample_s=0.0, rng=random.Random(1)
+    )
     assert set(stats) == {"a", "b", "c"}
     for st in stats.values():
         assert len(st.samples) == 5 and all(s > 0 for s in st.samples)
@@ -48,7 +50,7 @@ def test_harness_interleaves_and_reports_per_call_times():
     assert setups[:4] == [0, 1, 2, 0]
     # the order of variants differs between repeats (shuffled), so no variant always runs last
     timed = [n for n, _ in calls[3:]]  # after the 3 warm-up calls
-    rounds = [tuple(timed[k:k + 3]) for k in range(0, 15, 3)]
+    rounds = [tuple(timed[k : k + 3]) for k in range(0, 15, 3)]
     assert len(set(rounds)) > 1
     with pytest.raises(ValueError, match="unique"):
         H.measure_interleaved([variants[0], variants[0]], device=torch.device("cpu"), n_buffers=1)
@@ -67,8 +69,27 @@ def test_rotation_count_exceeds_target_and_atomic_writes(tmp_path):
 
 def test_connector_bench_smoke(tmp_path, capsys):
     out = tmp_path / "c"
-    rc = bc.main(["--n", "256,512", "--d", "64", "--repeats", "2", "--warmup", "1", "--compile", "none",
-                  "--rotate-mb", "1", "--min-sample-ms", "0", "--no-progress", "--out", str(out)])
+    rc = bc.main(
+        [
+            "--n",
+            "256,512",
+            "--d",
+            "64",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--compile",
+            "none",
+            "--rotate-mb",
+            "1",
+            "--min-sample-ms",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "connector.json").read_text())
@@ -109,8 +130,23 @@ def test_connector_bench_refuses_a_bad_grid():
 
 def test_e2e_bench_smoke(tmp_path, capsys):
     out = tmp_path / "e"
-    rc = be.main(["--models", "minilm", "--batch", "1", "--seq", "16", "--repeats", "2", "--warmup", "1",
-                  "--no-progress", "--out", str(out)])
+    rc = be.main(
+        [
+            "--models",
+            "minilm",
+            "--batch",
+            "1",
+            "--seq",
+            "16",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "e2e.json").read_text())
@@ -134,8 +170,20 @@ def test_e2e_bench_smoke(tmp_path, capsys):
 def test_e2e_memory_smoke(tmp_path, capsys):
     # one spawned process per method: keep the list short
     out = tmp_path / "m"
-    rc = be.main(["--memory-only", "--memory-shape", "minilm,2,16", "--methods", "houlsby,layerconnect",
-                  "--backends", "reference", "--no-progress", "--out", str(out)])
+    rc = be.main(
+        [
+            "--memory-only",
+            "--memory-shape",
+            "minilm,2,16",
+            "--methods",
+            "houlsby,layerconnect",
+            "--backends",
+            "reference",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "e2e.json").read_text())
@@ -149,8 +197,10 @@ def test_e2e_memory_smoke(tmp_path, capsys):
     for k, r in rows.items():
         if k.startswith("lc:"):
             assert r["extra_saved_x_tensors_per_connector"] == pytest.approx(1.0, abs=1e-9)
-    assert rows["houlsby"]["extra_saved_grad_to_emb_bytes_vs_base"] > rows["lc:reference"][
-        "extra_saved_grad_to_emb_bytes_vs_base"]
+    assert (
+        rows["houlsby"]["extra_saved_grad_to_emb_bytes_vs_base"]
+        > rows["lc:reference"]["extra_saved_grad_to_emb_bytes_vs_base"]
+    )
     assert "training-step memory" in printed
 
 
@@ -163,8 +213,29 @@ def test_cli_forwards_and_rejects_options_of_the_other_benchmark(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["bench", "--memory"])
     assert "--memory: an option of the end-to-end benchmark" in capsys.readouterr().err
-    rc = main(["bench", "--n", "256", "--d", "64", "--repeats", "1", "--warmup", "1", "--compile", "none",
-               "--rotate-mb", "1", "--min-sample-ms", "0", "--no-progress", "--no-plot", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "bench",
+            "--n",
+            "256",
+            "--d",
+            "64",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--compile",
+            "none",
+            "--rotate-mb",
+            "1",
+            "--min-sample-ms",
+            "0",
+            "--no-progress",
+            "--no-plot",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "connector.json").read_text())["schema"] == bc.SCHEMA
     assert not (tmp_path / "connector.png").exists()

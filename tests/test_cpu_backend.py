@@ -7,6 +7,7 @@ instruction-set build this CPU supports (default/SSE2, AVX2, AVX-512), at odd ro
 the 64-row block boundary, hidden sizes that are not multiples of the vector width, and seed grids
 smaller than and equal to (r, d).
 """
+
 import math
 import os
 import subprocess
@@ -31,16 +32,16 @@ ISAS = ["default", "avx2", "avx512"]
 # the last three shapes run it for g = 4, 8, 16 with full vector chunks and a tail, with p == r (pooled
 # sums written straight into the GEMM operand) and p != r (spread through A).
 SHAPES = [
-    ((37,), 24, 12, 2, 5, 7),          # g=2, tiny grid, odd N
-    ((3, 43), 96, 12, 3, 12, 96),      # g=8, p=r and q=d (grid equal in width), 3-D x, 129 rows
-    ((2, 9), 36, 3, 1, 2, 17),         # g=12, K=1
-    ((65,), 30, 30, 2, 30, 30),        # g=1, grid equal to (r, d): interpolation is the identity
-    ((70,), 100, 50, 3, 1, 1),         # p=q=1: every W entry is the one seed value
-    ((131,), 200, 25, 2, 13, 100),     # g=8, d=200 has a vector tail, q = d/2
-    ((19,), 64, 2, 2, 2, 40),          # g=32: the vectorised pooling path
-    ((33,), 160, 40, 2, 40, 64),       # g=4, p=r: two AVX-512 chunks + a tail of 8, direct to u
-    ((45,), 384, 48, 2, 48, 192),      # g=8, p=r, q=d/2: the default geometry at d=384
-    ((21,), 528, 33, 2, 7, 100),       # g=16, p<r: two chunks + a tail of 1, spread through A
+    ((37,), 24, 12, 2, 5, 7),  # g=2, tiny grid, odd N
+    ((3, 43), 96, 12, 3, 12, 96),  # g=8, p=r and q=d (grid equal in width), 3-D x, 129 rows
+    ((2, 9), 36, 3, 1, 2, 17),  # g=12, K=1
+    ((65,), 30, 30, 2, 30, 30),  # g=1, grid equal to (r, d): interpolation is the identity
+    ((70,), 100, 50, 3, 1, 1),  # p=q=1: every W entry is the one seed value
+    ((131,), 200, 25, 2, 13, 100),  # g=8, d=200 has a vector tail, q = d/2
+    ((19,), 64, 2, 2, 2, 40),  # g=32: the vectorised pooling path
+    ((33,), 160, 40, 2, 40, 64),  # g=4, p=r: two AVX-512 chunks + a tail of 8, direct to u
+    ((45,), 384, 48, 2, 48, 192),  # g=8, p=r, q=d/2: the default geometry at d=384
+    ((21,), 528, 33, 2, 7, 100),  # g=16, p<r: two chunks + a tail of 1, spread through A
 ]
 TS = [0.0, 1.0, 0.37, 0.5]
 
@@ -289,7 +290,9 @@ def test_opcheck_custom_ops():
         torch.ops.layerconnect.connector.default,
         (x.requires_grad_(), th4.requires_grad_(), b2.requires_grad_(), ids, 0.4, 6, 1.0, "cpu"),
     )
-    torch.library.opcheck(torch.ops.layerconnect.connector_backward_dx.default, (dy, th4.detach(), ids, 0.4, 6, 1.0, "cpu"))
+    torch.library.opcheck(
+        torch.ops.layerconnect.connector_backward_dx.default, (dy, th4.detach(), ids, 0.4, 6, 1.0, "cpu")
+    )
     torch.library.opcheck(
         torch.ops.layerconnect.connector_backward_params.default,
         (x.detach(), dy, th4.detach(), ids, 0.4, 6, 1.0, "cpu"),

@@ -1,13 +1,15 @@
 """The connectors' fast inference path (issue 15): decided once per forward, prepared CPU kernels called
 directly, cached while the seed bank is unchanged -- and always the same function as the op."""
+
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 
+from test_model import _batch, _tiny  # noqa: E402
+
 import lc_kernels  # noqa: E402
 from layerconnect import LayerConnectConfig, add_connectors  # noqa: E402
-from test_model import _batch, _tiny  # noqa: E402
 
 pytestmark = pytest.mark.skipif("cpu" not in lc_kernels.available_backends(), reason="needs the cpu extension")
 

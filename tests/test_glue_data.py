@@ -1,17 +1,44 @@
 """GLUE TSV loading: every task layout, error messages that name file and line, held-out slice, real files."""
+
 import os
 import random
 
 import pytest
 
-pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
+pytest.importorskip("datasets", reason='the GLUE layer needs `datasets` (pip install -e ".[glue]")')
 
 
-from layerconnect.apps.glue import GlueDataError, TASKS, load_glue, load_split, read_glue_tsv
+from layerconnect.apps.glue import TASKS, GlueDataError, load_glue, load_split, read_glue_tsv
 from layerconnect.apps.glue.data import resolve_data_dir, split_heldout, subsample
 
-WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "red", "blue", "ran", "fast", "slow", "big", "small",
-         "bird", "flew", "over", "tree", "house", "car", "good", "bad", "film", "is", "not", "very"]
+WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "a",
+    "red",
+    "blue",
+    "ran",
+    "fast",
+    "slow",
+    "big",
+    "small",
+    "bird",
+    "flew",
+    "over",
+    "tree",
+    "house",
+    "car",
+    "good",
+    "bad",
+    "film",
+    "is",
+    "not",
+    "very",
+]
 PUNCT = ['"', ".", ",", "'"]
 
 
@@ -44,31 +71,90 @@ def write_tiny_glue(root, n_train=40, n_dev=16, seed=0):
     for split, n in (("train", n_train), ("dev", n_dev)):
         pairs = [(_sentence(rng), _sentence(rng)) for _ in range(n)]
         lab = [int("not" in a or "not" in b) for a, b in pairs]
-        w("RTE", split, ["index", "sentence1", "sentence2", "label"],
-          [(i, a, b, ["entailment", "not_entailment"][y]) for i, ((a, b), y) in enumerate(zip(pairs, lab))])
-        w("WNLI", split, ["index", "sentence1", "sentence2", "label"],
-          [(i, a, b, y) for i, ((a, b), y) in enumerate(zip(pairs, lab))])
-        w("QNLI", split, ["index", "question", "sentence", "label"],
-          [(i, a, b, ["entailment", "not_entailment"][y]) for i, ((a, b), y) in enumerate(zip(pairs, lab))])
-        w("MRPC", split, ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
-          [(y, 1000 + i, 2000 + i, a, b) for i, ((a, b), y) in enumerate(zip(pairs, lab))], bom=True)
-        w("STS-B", split, ["index", "genre", "filename", "year", "old_index", "source1", "source2",
-                           "sentence1", "sentence2", "score"],
-          [(i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", a, b,
-            f"{5.0 * (1 - y) * rng.random():.3f}") for i, ((a, b), y) in enumerate(zip(pairs, lab))])
-        w("QQP", split, ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-          [(i, 2 * i, 2 * i + 1, a, b, y) for i, ((a, b), y) in enumerate(zip(pairs, lab))])
+        w(
+            "RTE",
+            split,
+            ["index", "sentence1", "sentence2", "label"],
+            [(i, a, b, ["entailment", "not_entailment"][y]) for i, ((a, b), y) in enumerate(zip(pairs, lab))],
+        )
+        w(
+            "WNLI",
+            split,
+            ["index", "sentence1", "sentence2", "label"],
+            [(i, a, b, y) for i, ((a, b), y) in enumerate(zip(pairs, lab))],
+        )
+        w(
+            "QNLI",
+            split,
+            ["index", "question", "sentence", "label"],
+            [(i, a, b, ["entailment", "not_entailment"][y]) for i, ((a, b), y) in enumerate(zip(pairs, lab))],
+        )
+        w(
+            "MRPC",
+            split,
+            ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+            [(y, 1000 + i, 2000 + i, a, b) for i, ((a, b), y) in enumerate(zip(pairs, lab))],
+            bom=True,
+        )
+        w(
+            "STS-B",
+            split,
+            [
+                "index",
+                "genre",
+                "filename",
+                "year",
+                "old_index",
+                "source1",
+                "source2",
+                "sentence1",
+                "sentence2",
+                "score",
+            ],
+            [
+                (
+                    i,
+                    "main-captions",
+                    "MSRvid",
+                    "2012test",
+                    f"{i:04d}",
+                    "none",
+                    "none",
+                    a,
+                    b,
+                    f"{5.0 * (1 - y) * rng.random():.3f}",
+                )
+                for i, ((a, b), y) in enumerate(zip(pairs, lab))
+            ],
+        )
+        w(
+            "QQP",
+            split,
+            ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+            [(i, 2 * i, 2 * i + 1, a, b, y) for i, ((a, b), y) in enumerate(zip(pairs, lab))],
+        )
         # MNLI: 12 columns in train, 16 in dev (five annotator labels), gold_label last; dev is two files
         mnli = ["entailment", "neutral", "contradiction"]
-        parse_cols = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-                      "sentence1_parse", "sentence2_parse", "sentence1", "sentence2"]
-        for stem in (["train"] if split == "train" else ["dev_matched", "dev_mismatched"]):
+        parse_cols = [
+            "index",
+            "promptID",
+            "pairID",
+            "genre",
+            "sentence1_binary_parse",
+            "sentence2_binary_parse",
+            "sentence1_parse",
+            "sentence2_parse",
+            "sentence1",
+            "sentence2",
+        ]
+        for stem in ["train"] if split == "train" else ["dev_matched", "dev_mismatched"]:
             extra = ["label1"] if stem == "train" else ["label1", "label2", "label3", "label4", "label5"]
             rows = []
             for i, (a, b) in enumerate(pairs):
                 y = mnli[(a.count(" ") + b.count(" ")) % 3]
-                rows.append((i, i, f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", a, b,
-                             *([y] * len(extra)), y))
+                rows.append(
+                    (i, i, f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", a, b, *([y] * len(extra)), y)
+                )
             w("MNLI", stem, parse_cols + extra + ["gold_label"], rows)
         sents = [_sentence(rng) for _ in range(n)]
         lab1 = [int("not" not in s) for s in sents]
@@ -98,7 +184,7 @@ def test_every_layout_reads_with_canonical_columns(tiny_glue, task):
     path = os.path.join(root, t.dir_name, "train.tsv")
     with open(path, encoding="utf-8-sig") as fh:
         lines = fh.read().split("\n")
-    rows = [ln.split("\t") for ln in lines[(1 if t.tsv_header else 0):] if ln]
+    rows = [ln.split("\t") for ln in lines[(1 if t.tsv_header else 0) :] if ln]
     header = lines[0].lstrip("\ufeff").split("\t") if t.tsv_header else None
     for i, row in enumerate(rows):
         for f, col in zip(t.text_fields, t.tsv_text):
@@ -132,13 +218,22 @@ def test_missing_directory_and_file_are_named(tmp_path):
         load_split("rte", "train", str(tmp_path))
 
 
-@pytest.mark.parametrize("content, match", [
-    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\n", r"train\.tsv, line 3: 3 tab-separated fields, expected 4"),
-    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", r"train\.tsv, line 2: label 'maybe' is not valid for rte"),
-    ("index\tsentence1\tlabel\n0\ta\tentailment\n", r"line 1: header lacks column\(s\) \['sentence2'\]"),
-    ("", r"is empty"),
-    ("index\tsentence1\tsentence2\tlabel\n", r"holds no data rows"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (
+            "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\n",
+            r"train\.tsv, line 3: 3 tab-separated fields, expected 4",
+        ),
+        (
+            "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n",
+            r"train\.tsv, line 2: label 'maybe' is not valid for rte",
+        ),
+        ("index\tsentence1\tlabel\n0\ta\tentailment\n", r"line 1: header lacks column\(s\) \['sentence2'\]"),
+        ("", r"is empty"),
+        ("index\tsentence1\tsentence2\tlabel\n", r"holds no data rows"),
+    ],
+)
 def test_malformed_rows_name_file_and_line(tmp_path, content, match):
     d = tmp_path / "RTE"
     d.mkdir()
@@ -156,8 +251,9 @@ def test_bad_labels_for_numeric_tasks(tmp_path):
         load_split("cola", "train", str(tmp_path))
     d = tmp_path / "STS-B"
     d.mkdir()
-    (d / "train.tsv").write_text("\t".join(["c"] * 7 + ["sentence1", "sentence2", "score"]) + "\n"
-                                 + "\t".join(["x"] * 9 + ["high"]) + "\n")
+    (d / "train.tsv").write_text(
+        "\t".join(["c"] * 7 + ["sentence1", "sentence2", "score"]) + "\n" + "\t".join(["x"] * 9 + ["high"]) + "\n"
+    )
     with pytest.raises(GlueDataError, match=r"line 2: label 'high' is not valid for stsb \(expected a number\)"):
         load_split("stsb", "train", str(tmp_path))
 

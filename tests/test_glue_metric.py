@@ -1,12 +1,13 @@
 """The local GLUE `evaluate` module against metrics computed by hand from their definitions."""
+
 import math
 import os
 import random
 
 import pytest
 
-pytest.importorskip("evaluate", reason="the GLUE layer needs `evaluate` (pip install -e \".[glue]\")")
-pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
+pytest.importorskip("evaluate", reason='the GLUE layer needs `evaluate` (pip install -e ".[glue]")')
+pytest.importorskip("datasets", reason='the GLUE layer needs `datasets` (pip install -e ".[glue]")')
 
 import evaluate  # noqa: E402
 

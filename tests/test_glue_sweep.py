@@ -1,6 +1,7 @@
 """The GLUE sweep's decisions (protocol v3) on made-up results: what is chosen is chosen on the held-out
 selection score only (dev never), collapsed runs cannot win and extend the grid, and the gap's bootstrap
 interval behaves."""
+
 import importlib.util
 import os
 
@@ -13,9 +14,18 @@ spec.loader.exec_module(gs)
 
 
 def _done(results, s, sel, dev, collapsed=False):
-    results["runs"][s["id"]] = {"spec": s, "status": "done", "selection_score": sel, "score": dev,
-                                "collapsed": collapsed, "final_train_loss": 0.3, "constant_train_loss": 0.6,
-                                "majority_dev_score": 0.0, "trainable_params": 1, "head_params": 1}
+    results["runs"][s["id"]] = {
+        "spec": s,
+        "status": "done",
+        "selection_score": sel,
+        "score": dev,
+        "collapsed": collapsed,
+        "final_train_loss": 0.3,
+        "constant_train_loss": 0.6,
+        "majority_dev_score": 0.0,
+        "trainable_params": 1,
+        "head_params": 1,
+    }
 
 
 def _finish_screens(results, readout_sel, variant_sel):
@@ -36,8 +46,9 @@ def test_choices_use_the_selection_score_never_dev():
     specs, ch = gs.plan(results)
     assert ch["readout"] is None and all(s["stage"] == "screen" for s in specs)
     # dev prefers "mean" (see _finish_screens: dev = 100 - selection), selection prefers "cls"
-    chosen = _finish_screens(results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0},
-                             {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0})
+    chosen = _finish_screens(
+        results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
+    )
     assert chosen == "cls"
     specs, ch = gs.plan(results)
     assert ch["readout"] == "cls"

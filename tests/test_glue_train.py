@@ -1,4 +1,5 @@
 """`layerconnect train` / `eval` end to end on a tiny random BERT and a tiny GLUE directory."""
+
 import json
 import os
 import re
@@ -10,7 +11,9 @@ import sys
 import pytest
 import torch
 
-pytest.importorskip("datasets", reason="the GLUE layer needs `datasets` (pip install -e \".[glue]\")")
+pytest.importorskip("datasets", reason='the GLUE layer needs `datasets` (pip install -e ".[glue]")')
+
+from test_glue_data import PUNCT, WORDS, write_tiny_glue  # noqa: E402
 
 from layerconnect.apps.glue import TASKS  # noqa: E402
 from layerconnect.apps.glue import run as glue_run  # noqa: E402
@@ -20,8 +23,6 @@ from layerconnect.apps.glue.options import TrainOptions  # noqa: E402
 from layerconnect.apps.glue.run import train  # noqa: E402
 from layerconnect.baselines import METHODS  # noqa: E402
 from layerconnect.cli import main as cli  # noqa: E402
-
-from test_glue_data import PUNCT, WORDS, write_tiny_glue  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,8 +40,14 @@ def tiny(tmp_path_factory):
     tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
     tok.save_pretrained(str(mdir))
     torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                     vocab_size=len(vocab), max_position_embeddings=64)
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=len(vocab),
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(str(mdir))
     gdir = root / "glue"
     write_tiny_glue(str(gdir))
@@ -49,15 +56,48 @@ def tiny(tmp_path_factory):
 
 def _args(tiny, out, task="rte", method="layerconnect", *extra):
     mdir, gdir = tiny
-    return ["train", "--task", task, "--method", method, "--model", mdir, "--data-dir", gdir, "--output-dir", str(out),
-            "--batch-size", "8", "--max-length", "32", "--lr", "1e-2", "--seed", "0", "--no-progress",
-            "--logging-steps", "1", *extra]
+    return [
+        "train",
+        "--task",
+        task,
+        "--method",
+        method,
+        "--model",
+        mdir,
+        "--data-dir",
+        gdir,
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--lr",
+        "1e-2",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--logging-steps",
+        "1",
+        *extra,
+    ]
 
 
 def _cfg(tiny, out, **kw):
     mdir, gdir = tiny
-    base = dict(task="rte", method="layerconnect", model=mdir, data_dir=gdir, output_dir=str(out), batch_size=8,
-                max_length=32, lr=1e-2, seed=0, progress=False, logging_steps=1)
+    base = dict(
+        task="rte",
+        method="layerconnect",
+        model=mdir,
+        data_dir=gdir,
+        output_dir=str(out),
+        batch_size=8,
+        max_length=32,
+        lr=1e-2,
+        seed=0,
+        progress=False,
+        logging_steps=1,
+    )
     base.update(kw)
     return TrainOptions(**base)
 
@@ -102,8 +142,9 @@ def test_train_then_eval_reproduces_saved_metrics(tiny, tmp_path, task, capsys):
     for k, v in m["scores"].items():
         assert ev["scores"]["dev"][k] == pytest.approx(v, rel=1e-6, abs=1e-6)
     # the LayerConnect artefact loads onto a fresh base and gives the same logits as the run's weights
-    from layerconnect import load_connectors
     from transformers import AutoModelForSequenceClassification
+
+    from layerconnect import load_connectors
 
     kw = {"num_labels": t.num_labels}
     a = AutoModelForSequenceClassification.from_pretrained(tiny[0], **kw)
@@ -250,8 +291,17 @@ def test_each_method_trains_only_what_it_claims(tiny, tmp_path, method):
 
     t = TASKS["rte"]
     before = {n: p.detach().clone() for n, p in build_model(tiny[0], t, method, {}, 0, "mean").named_parameters()}
-    m, trainer = train(_cfg(tiny, tmp_path / method, method=method, max_steps=2, train_subsample=16,
-                            lr=1e-2 if method != "full" else 1e-3), return_trainer=True)
+    m, trainer = train(
+        _cfg(
+            tiny,
+            tmp_path / method,
+            method=method,
+            max_steps=2,
+            train_subsample=16,
+            lr=1e-2 if method != "full" else 1e-3,
+        ),
+        return_trainer=True,
+    )
     model = trainer.model
     after = dict(model.named_parameters())
     assert set(after) == set(before)
@@ -281,11 +331,24 @@ def test_bad_arguments_are_named(tiny, tmp_path):
 
 def test_torchrun_two_processes_agree_and_only_rank0_writes(tiny, tmp_path):
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29617", "-m", "layerconnect.cli",
-           *_args(tiny, out, "rte", "layerconnect", "--max-steps", "3")]
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29617",
+        "-m",
+        "layerconnect.cli",
+        *_args(tiny, out, "rte", "layerconnect", "--max-steps", "3"),
+    ]
     p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     digests = dict(re.findall(r"rank (\d): trainable sha256 ([0-9a-f]{64})", p.stderr))
@@ -300,5 +363,13 @@ def test_torchrun_two_processes_agree_and_only_rank0_writes(tiny, tmp_path):
     top = {f for f in files if os.sep not in f}
     assert top == {"metrics.json", "log.jsonl", "curves.png", "run.json", WEIGHTS_FILE}
     ck = {f.split(os.sep, 1)[1] for f in files if f.startswith("checkpoint-3" + os.sep)}
-    assert ck == {COMPLETE_FILE, "optimizer.pt", "scheduler.pt", "run.json", WEIGHTS_FILE, "trainer_state.json",
-                  "rng_state_0.pth", "rng_state_1.pth"}
+    assert ck == {
+        COMPLETE_FILE,
+        "optimizer.pt",
+        "scheduler.pt",
+        "run.json",
+        WEIGHTS_FILE,
+        "trainer_state.json",
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    }

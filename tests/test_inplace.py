@@ -4,6 +4,7 @@
 with out = x, so the results are bit-identical; other backends copy), write into x's own memory,
 refuse autograd and non-contiguous x, and the model must take it only when no gradient is needed.
 """
+
 import pytest
 import torch
 
@@ -107,8 +108,9 @@ def test_inplace_supported_reports_the_cpu_kernel():
 
 
 def _tiny_bert(inplace):
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                                  intermediate_size=37, num_labels=2)
+    cfg = transformers.BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37, num_labels=2
+    )
     torch.manual_seed(0)
     m = transformers.BertForSequenceClassification(cfg).eval()
     add_connectors(m, LayerConnectConfig(down_factor=4, positions="all", inplace_inference=inplace))
@@ -157,5 +159,7 @@ def test_inplace_custom_op_passes_opcheck(backend):
     d, r, K, p, q = 24, 4, 2, 3, 10
     theta, bias = _params(d, r, K, p, q)
     x = torch.randn(9, d, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.layerconnect.connector_inplace.default,
-                          (x, theta.unsqueeze(0), bias.unsqueeze(0), None, 0.5, r, 1.0, backend))
+    torch.library.opcheck(
+        torch.ops.layerconnect.connector_inplace.default,
+        (x, theta.unsqueeze(0), bias.unsqueeze(0), None, 0.5, r, 1.0, backend),
+    )

@@ -1,5 +1,6 @@
 """The shape of the codebase: size limits of functions and classes in ``layerconnect/``, and the one-way
 import layers (also checked by ``lint-imports`` in CI; this test needs no extra tool)."""
+
 import ast
 import os
 
@@ -10,10 +11,27 @@ MAX_FUNCTION, MAX_CLASS = 80, 250
 # (package, packages it must never import)
 LAYERS = [
     ("lc_kernels", ["layerconnect"]),
-    ("layerconnect/utils", ["layerconnect.method", "layerconnect.multitask", "layerconnect.apps", "layerconnect.cli",
-                            "layerconnect.baselines", "layerconnect.params"]),
-    ("layerconnect/method", ["layerconnect.multitask", "layerconnect.apps", "layerconnect.cli",
-                             "layerconnect.baselines", "layerconnect.params"]),
+    (
+        "layerconnect/utils",
+        [
+            "layerconnect.method",
+            "layerconnect.multitask",
+            "layerconnect.apps",
+            "layerconnect.cli",
+            "layerconnect.baselines",
+            "layerconnect.params",
+        ],
+    ),
+    (
+        "layerconnect/method",
+        [
+            "layerconnect.multitask",
+            "layerconnect.apps",
+            "layerconnect.cli",
+            "layerconnect.baselines",
+            "layerconnect.params",
+        ],
+    ),
     ("layerconnect/multitask", ["layerconnect.apps", "layerconnect.cli"]),
     ("layerconnect/apps", ["layerconnect.cli"]),
 ]

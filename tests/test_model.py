@@ -1,4 +1,5 @@
 """Model level: add_connectors on tiny random HF encoders, exactness at init, training, save/load."""
+
 import pytest
 import torch
 
@@ -12,18 +13,33 @@ VOCAB = 60
 def _tiny(family, num_labels=3, hidden=32, layers=3):
     common = dict(vocab_size=VOCAB, num_labels=num_labels)
     if family == "bert":
-        cfg = transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=37, **common)
+        cfg = transformers.BertConfig(
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=37, **common
+        )
         cls = transformers.BertForSequenceClassification
     elif family == "roberta":
-        cfg = transformers.RobertaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=37,
-                                         max_position_embeddings=40, pad_token_id=1, **common)
+        cfg = transformers.RobertaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=40,
+            pad_token_id=1,
+            **common,
+        )
         cls = transformers.RobertaForSequenceClassification
     elif family == "distilbert":
         cfg = transformers.DistilBertConfig(dim=hidden, n_layers=layers, n_heads=2, hidden_dim=37, **common)
         cls = transformers.DistilBertForSequenceClassification
     elif family == "electra":
-        cfg = transformers.ElectraConfig(embedding_size=16, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                                         intermediate_size=37, **common)
+        cfg = transformers.ElectraConfig(
+            embedding_size=16,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=37,
+            **common,
+        )
         cls = transformers.ElectraForSequenceClassification
     else:
         raise AssertionError(family)
@@ -94,7 +110,9 @@ def test_connector_positions_act_where_the_spec_says():
     """Position 0 acts on the embeddings, position L on the last layer's output."""
     model = _tiny("bert")
     captured = {}
-    model.bert.encoder.layer[0].register_forward_pre_hook(lambda m, a, kw=None: captured.__setitem__("in0", a[0].clone()) if a else None)
+    model.bert.encoder.layer[0].register_forward_pre_hook(
+        lambda m, a, kw=None: captured.__setitem__("in0", a[0].clone()) if a else None
+    )
     batch = _batch()
     with torch.no_grad():
         model(**batch)
@@ -102,7 +120,7 @@ def test_connector_positions_act_where_the_spec_says():
     add_connectors(model, LayerConnectConfig(down_factor=4, positions=[0]))
     with torch.no_grad():
         model.layerconnect.bias.fill_(0.5)
-        out = model.bert(**batch).last_hidden_state
+        model.bert(**batch)
     assert torch.allclose(captured["in0"], plain_in0 + 0.5)
     remove_connectors(model)
     add_connectors(model, LayerConnectConfig(down_factor=4, positions=[3]))
@@ -133,6 +151,7 @@ def test_save_load_roundtrip_reproduces_logits(tmp_path):
     assert torch.equal(got, want)
     # only trained tensors are stored: a few thousand numbers, not the base model
     from safetensors.torch import load_file
+
     stored = load_file(str(tmp_path / "task" / "connectors.safetensors"))
     assert set(stored) == {"layerconnect.theta", "layerconnect.bias", "classifier.weight", "classifier.bias"}
 

@@ -1,6 +1,7 @@
 """Launch audit of a whole LayerConnect model on the Triton backend (issues 13 and 15): a forward pass
 issues one W-build launch (none while Θ is unchanged) plus one token launch per connector; a training
 step adds at most three backward launches per connector. Runs under the Triton interpreter on CPU."""
+
 import pytest
 import torch
 
@@ -13,8 +14,9 @@ pytestmark = pytest.mark.skipif("triton" not in lc_kernels.available_backends(),
 
 
 def _model(num_tasks=None):
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
-                                  vocab_size=50, num_labels=2)
+    cfg = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37, vocab_size=50, num_labels=2
+    )
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(cfg)
     add_connectors(model, LayerConnectConfig(down_factor=4, positions="all", backend="triton"), num_tasks=num_tasks)

@@ -1,4 +1,5 @@
 """MultiTaskModel: a mixed batch of T tasks answers, row by row, what each single-task model answers."""
+
 import inspect
 import json
 import os
@@ -8,10 +9,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from test_multitask_common import TEXTS, make_artefact, make_base, single_task_model  # noqa: E402
+
 import lc_kernels  # noqa: E402
 from layerconnect import LayerConnectConfig  # noqa: E402
 from layerconnect.apps.serve import Predictor  # noqa: E402
-from test_multitask_common import TEXTS, make_artefact, make_base, single_task_model  # noqa: E402
 
 # (name, num_labels): two classification tasks with different label counts and a regression task
 TASKS = [("sent", 2), ("nli", 3), ("sts", 1)]
@@ -58,7 +60,9 @@ def test_mixed_batch_equals_each_single_task_model(family_setup, backend):
     assert len(out) == len(reqs)
     n_labels = dict(TASKS)
     for req, got in zip(reqs, out):
-        want = _single_logits(base, arts[req["task"]], n_labels[req["task"]], req["text"], req.get("text_pair"), backend)
+        want = _single_logits(
+            base, arts[req["task"]], n_labels[req["task"]], req["text"], req.get("text_pair"), backend
+        )
         assert got["task"] == req["task"]
         torch.testing.assert_close(torch.tensor(got["logits"], dtype=torch.float64), want, rtol=1e-9, atol=1e-10)
         if n_labels[req["task"]] == 1:
@@ -81,6 +85,7 @@ def test_one_connector_launch_per_position_whatever_the_mix(family_setup, monkey
         def spy(x, theta, bias, ids, *a):
             calls.append((x.shape[0], theta.shape[0], None if ids is None else ids.unique().numel()))
             return real(x, theta, bias, ids, *a)
+
         return spy
 
     # predict() runs without autograd: on the cpu backend the model's fast path calls prepared kernels
@@ -138,8 +143,13 @@ def test_add_and_remove_tasks_at_run_time(family_setup, tmp_path):
 
 def test_geometry_mismatch_is_a_clear_error(family_setup, tmp_path):
     _, base, arts = family_setup
-    other = make_artefact(base, str(tmp_path / "other"), 2, seed=5,
-                          config=LayerConnectConfig(down_factor=8, seed_cols=12, positions="all"))
+    other = make_artefact(
+        base,
+        str(tmp_path / "other"),
+        2,
+        seed=5,
+        config=LayerConnectConfig(down_factor=8, seed_cols=12, positions="all"),
+    )
     p = Predictor.from_pretrained(base, {"sent": arts["sent"]})
     mt = p.model
     with pytest.raises(ValueError, match=r"geometry different.*r: loaded 8 vs new 4|r: loaded 8 vs new 4"):

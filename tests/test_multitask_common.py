@@ -5,6 +5,7 @@ A tiny random encoder is saved with the offline MiniLM tokenizer, so everything 
 way a user makes them: a ``...ForSequenceClassification`` model + ``add_connectors``, with random
 (non-zero) seed banks, biases and heads so that a task mix-up cannot go unnoticed.
 """
+
 import os
 
 import torch
@@ -26,17 +27,30 @@ def make_base(path, family="bert"):
     tok = transformers.AutoTokenizer.from_pretrained(minilm_dir())
     common = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id)
     if family == "bert":
-        cfg = transformers.BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
-                                      intermediate_size=37, max_position_embeddings=64, **common)
+        cfg = transformers.BertConfig(
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            **common,
+        )
         cls = transformers.BertModel
     elif family == "distilbert":
-        cfg = transformers.DistilBertConfig(dim=HIDDEN, n_layers=LAYERS, n_heads=2, hidden_dim=37,
-                                            max_position_embeddings=64, **common)
+        cfg = transformers.DistilBertConfig(
+            dim=HIDDEN, n_layers=LAYERS, n_heads=2, hidden_dim=37, max_position_embeddings=64, **common
+        )
         cls = transformers.DistilBertModel
     elif family == "roberta":
-        cfg = transformers.RobertaConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
-                                         intermediate_size=37, max_position_embeddings=70, type_vocab_size=2,
-                                         **common)
+        cfg = transformers.RobertaConfig(
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=70,
+            type_vocab_size=2,
+            **common,
+        )
         cls = transformers.RobertaModel
     else:
         raise AssertionError(family)

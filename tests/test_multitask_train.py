@@ -1,5 +1,6 @@
 """Joint multi-task training on tiny GLUE-layout data: sampling, the mixed-batch loss's gradients
 against single-task models, and artefacts that load_connectors / MultiTaskModel / serve can load."""
+
 import json
 import os
 
@@ -8,13 +9,14 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from test_multitask_common import make_artefact, make_base, single_task_model  # noqa: E402
+
 from layerconnect import load_connectors  # noqa: E402
 from layerconnect.apps.glue.joint import Example, TaskSampler, batch_loss, sampling_probs, train_joint  # noqa: E402
 from layerconnect.apps.glue.options import TrainOptions  # noqa: E402
 from layerconnect.apps.serve import Predictor  # noqa: E402
 from layerconnect.cli import main  # noqa: E402
 from layerconnect.multitask import MultiTaskModel  # noqa: E402
-from test_multitask_common import make_artefact, make_base, single_task_model  # noqa: E402
 
 WORDS = "good bad fine awful great dull bright grim warm cold fun sad".split()
 
@@ -35,12 +37,17 @@ def make_glue(root, n_train=(24, 10, 14), n_dev=6):
         return " ".join(WORDS[i] for i in idx)
 
     for split, n in (("train", n_train), ("dev", (n_dev,) * 3)):
-        _write(f"{root}/SST-2/{split}.tsv", ["sentence", "label"],
-               [(sent(4), i % 2) for i in range(n[0])])
-        _write(f"{root}/RTE/{split}.tsv", ["index", "sentence1", "sentence2", "label"],
-               [(i, sent(5), sent(3), ["entailment", "not_entailment"][i % 2]) for i in range(n[1])])
-        _write(f"{root}/STS-B/{split}.tsv", ["index", "sentence1", "sentence2", "score"],
-               [(i, sent(4), sent(4), f"{(i * 0.37) % 5:.3f}") for i in range(n[2])])
+        _write(f"{root}/SST-2/{split}.tsv", ["sentence", "label"], [(sent(4), i % 2) for i in range(n[0])])
+        _write(
+            f"{root}/RTE/{split}.tsv",
+            ["index", "sentence1", "sentence2", "label"],
+            [(i, sent(5), sent(3), ["entailment", "not_entailment"][i % 2]) for i in range(n[1])],
+        )
+        _write(
+            f"{root}/STS-B/{split}.tsv",
+            ["index", "sentence1", "sentence2", "score"],
+            [(i, sent(4), sent(4), f"{(i * 0.37) % 5:.3f}") for i in range(n[2])],
+        )
     return root
 
 
@@ -87,9 +94,14 @@ def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path, absent
     arts = {n: make_artefact(base, str(tmp_path / n), k, seed=20 + i) for i, (n, k) in enumerate(specs)}
     mt = MultiTaskModel(base, arts, dtype=torch.float64, trainable=True)
     mt.eval()  # dropout off on both sides
-    reqs = [Example("rte", "good dull", "fun", 1), Example("sst2", "great", None, 0),
-            Example("stsb", "cold warm", "sad", 2.5), Example("sst2", "awful grim dull", None, 1),
-            Example("stsb", "fine", "fine fun", 4.0), Example("rte", "warm", "cold", 0)]
+    reqs = [
+        Example("rte", "good dull", "fun", 1),
+        Example("sst2", "great", None, 0),
+        Example("stsb", "cold warm", "sad", 2.5),
+        Example("sst2", "awful grim dull", None, 1),
+        Example("stsb", "fine", "fine fun", 4.0),
+        Example("rte", "warm", "cold", 0),
+    ]
     reqs = [r for r in reqs if r.task != absent]
     labels = [r.label for r in reqs]
     tok = transformers.AutoTokenizer.from_pretrained(base)
@@ -127,9 +139,19 @@ def test_mixed_batch_gradients_equal_single_task_gradients(env, tmp_path, absent
 def test_joint_training_saves_loadable_artefacts(env, tmp_path):
     base, data = env
     out = str(tmp_path / "run")
-    opts = TrainOptions(task="sst2,rte,stsb", model=base, data_dir=data, output_dir=out, max_steps=6,
-                        batch_size=8, lr=5e-2, sampling="proportional", logging_steps=2, down_factor=4,
-                        positions="all")
+    opts = TrainOptions(
+        task="sst2,rte,stsb",
+        model=base,
+        data_dir=data,
+        output_dir=out,
+        max_steps=6,
+        batch_size=8,
+        lr=5e-2,
+        sampling="proportional",
+        logging_steps=2,
+        down_factor=4,
+        positions="all",
+    )
     logs = []
     res = train_joint(opts, log=logs.append)
     assert res["steps"] == 6 and sum(res["rows_seen"].values()) == 48
@@ -160,9 +182,29 @@ def test_joint_training_saves_loadable_artefacts(env, tmp_path):
 def test_command_line_entry_point(env, tmp_path, capsys):
     base, data = env
     out = str(tmp_path / "cli")
-    rc = main(["train", "--task", "sst2,STS-B", "--model", base, "--data-dir", data, "--output-dir", out,
-               "--max-steps", "2", "--batch-size", "4", "--down-factor", "4",
-               "--sampling", "temperature", "--temperature", "3"])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "sst2,STS-B",
+            "--model",
+            base,
+            "--data-dir",
+            data,
+            "--output-dir",
+            out,
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--down-factor",
+            "4",
+            "--sampling",
+            "temperature",
+            "--temperature",
+            "3",
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["scores"]) == {"sst2", "stsb"}
@@ -177,9 +219,29 @@ def test_layerconnect_train_dispatches_several_tasks_to_joint_training(env, tmp_
 
     base, data = env
     out = str(tmp_path / "via_train")
-    rc = cli_main(["train", "--task", "rte,sst2", "--method", "layerconnect", "--model", base, "--data-dir", data,
-                   "--output-dir", out, "--max-steps", "2", "--batch-size", "4", "--down-factor", "4",
-                   "--sampling", "proportional"])
+    rc = cli_main(
+        [
+            "train",
+            "--task",
+            "rte,sst2",
+            "--method",
+            "layerconnect",
+            "--model",
+            base,
+            "--data-dir",
+            data,
+            "--output-dir",
+            out,
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--down-factor",
+            "4",
+            "--sampling",
+            "proportional",
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["scores"]) == {"rte", "sst2"}
@@ -187,6 +249,21 @@ def test_layerconnect_train_dispatches_several_tasks_to_joint_training(env, tmp_
     assert res["options"]["sampling"] == "proportional" and res["steps"] == 2
     assert res["command"].startswith("layerconnect train --task rte,sst2")
     with pytest.raises(SystemExit) as e:  # joint training is LayerConnect-only: a usage error
-        cli_main(["train", "--task", "rte,sst2", "--method", "lora", "--model", base, "--data-dir", data,
-                  "--output-dir", out, "--max-steps", "1"])
+        cli_main(
+            [
+                "train",
+                "--task",
+                "rte,sst2",
+                "--method",
+                "lora",
+                "--model",
+                base,
+                "--data-dir",
+                data,
+                "--output-dir",
+                out,
+                "--max-steps",
+                "1",
+            ]
+        )
     assert e.value.code == 2 and "supports --method layerconnect only" in capsys.readouterr().err

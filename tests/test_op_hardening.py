@@ -5,6 +5,7 @@
 * a non-finite alpha or an empty seed bank (K = 0) is refused with the same error everywhere;
 * a non-finite value in x spoils its own row and no other, on every backend.
 """
+
 import math
 import os
 import subprocess
@@ -22,8 +23,9 @@ CPU_BACKENDS = [b for b in lc_kernels.available_backends() if b in ("reference",
 
 def _run_fresh(code):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_first_call_compiled_in_a_fresh_process():

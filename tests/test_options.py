@@ -1,5 +1,6 @@
 """The options dataclasses drive the command line: defaults written once, flags generated, reproducible
 command lines."""
+
 import argparse
 from dataclasses import dataclass
 from typing import List, Optional
@@ -37,8 +38,24 @@ def test_flags_defaults_and_help():
     help_text = p.format_help()
     for needle in ("--name NAME", "(default 3)", "50% more", "--fast", "--no-progress", "extra:", "{a,b}"):
         assert needle in help_text, needle
-    _, ns = _parse(["--name", "y", "--count", "5", "--rate", "0.5", "--fast", "--no-progress", "--kind", "b",
-                    "--tag", "t1", "--tag", "t2"])
+    _, ns = _parse(
+        [
+            "--name",
+            "y",
+            "--count",
+            "5",
+            "--rate",
+            "0.5",
+            "--fast",
+            "--no-progress",
+            "--kind",
+            "b",
+            "--tag",
+            "t1",
+            "--tag",
+            "t2",
+        ]
+    )
     assert from_namespace(Demo, ns) == Demo("y", 5, 0.5, True, False, "b", ["t1", "t2"])
     with pytest.raises(SystemExit):
         _parse([])  # --name is required

@@ -1,4 +1,5 @@
 """Parameter counts and the ``layerconnect params`` command (offline)."""
+
 import json
 
 import pytest
@@ -63,8 +64,15 @@ def test_layerconnect_count_and_the_11_75_percent_bound(d, L):
 @pytest.mark.parametrize("pooler", [True, False])
 def test_bert_layout_formula_matches_a_real_model(pooler):
     """Odd sizes so a wrong term cannot hide behind a coincidence."""
-    cfg = transformers.BertConfig(vocab_size=53, hidden_size=24, num_hidden_layers=3, num_attention_heads=2,
-                                  intermediate_size=41, max_position_embeddings=29, type_vocab_size=3)
+    cfg = transformers.BertConfig(
+        vocab_size=53,
+        hidden_size=24,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=41,
+        max_position_embeddings=29,
+        type_vocab_size=3,
+    )
     model = transformers.BertModel(cfg, add_pooling_layer=pooler)
     real_full = sum(p.numel() for p in model.parameters())
     real_bias = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
@@ -74,7 +82,9 @@ def test_bert_layout_formula_matches_a_real_model(pooler):
 
 def test_bert_layout_matches_hf_at_bert_base_and_large():
     for d, L, ffn, heads in ((768, 12, 3072, 12), (1024, 24, 4096, 16)):
-        cfg = transformers.BertConfig(hidden_size=d, num_hidden_layers=L, intermediate_size=ffn, num_attention_heads=heads)
+        cfg = transformers.BertConfig(
+            hidden_size=d, num_hidden_layers=L, intermediate_size=ffn, num_attention_heads=heads
+        )
         with torch.device("meta"):  # shapes only: no memory
             model = transformers.BertForSequenceClassification(cfg)
         measured = model_param_counts(model)
@@ -87,8 +97,14 @@ def test_minilm_preset_counts_the_real_checkpoint():
     cfg = transformers.AutoConfig.from_pretrained(default_model_path())
     table = build_table(preset="minilm")
     assert (table.d, table.L) == (cfg.hidden_size, cfg.num_hidden_layers)
-    expected = bert_param_counts(cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size,
-                                 cfg.max_position_embeddings, cfg.type_vocab_size)
+    expected = bert_param_counts(
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.max_position_embeddings,
+        cfg.type_vocab_size,
+    )
     assert table.counts["full"] == expected["full"] and table.counts["bitfit"] == expected["bitfit"]
     assert table.counts["houlsby"] == count_params("houlsby", cfg.hidden_size, cfg.num_hidden_layers)
     # --model with the same directory gives the same numbers
@@ -96,7 +112,9 @@ def test_minilm_preset_counts_the_real_checkpoint():
 
 
 def test_model_path_for_a_non_bert_family(tmp_path):
-    cfg = transformers.DistilBertConfig(vocab_size=61, dim=32, n_layers=3, n_heads=2, hidden_dim=45, max_position_embeddings=31)
+    cfg = transformers.DistilBertConfig(
+        vocab_size=61, dim=32, n_layers=3, n_heads=2, hidden_dim=45, max_position_embeddings=31
+    )
     cfg.save_pretrained(tmp_path)
     table = build_table(model=str(tmp_path))
     real = transformers.DistilBertModel(cfg)
@@ -127,8 +145,21 @@ def test_cli_default_is_bert_base(capsys):
 
 def test_cli_geometry_flags_and_json(capsys, tmp_path):
     path = tmp_path / "sub" / "params.json"
-    out = _run(capsys, "--hidden", "1024", "--layers", "24", "--intermediate", "4096", "--num-anchors", "3",
-               "--positions", "all", "--json", str(path))
+    out = _run(
+        capsys,
+        "--hidden",
+        "1024",
+        "--layers",
+        "24",
+        "--intermediate",
+        "4096",
+        "--num-anchors",
+        "3",
+        "--positions",
+        "all",
+        "--json",
+        str(path),
+    )
     lc = LayerConnectConfig(num_anchors=3, positions="all").num_params(1024, 24)
     assert f"{lc:,d}" in out and f"{count_params('houlsby', 1024, 24):,d}" in out
     data = json.loads(path.read_text())
@@ -146,14 +177,17 @@ def test_cli_explicit_positions_list(capsys):
     assert f"{LayerConnectConfig(positions=[0, 6, 12]).num_params(768, 12):,d}" in out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--hidden", "768"], "--hidden needs --layers"),
-    (["--layers", "12"], "--layers needs --hidden"),
-    (["--hidden", "100", "--layers", "3"], "down_factor=8 must divide"),
-    (["--preset", "bert-base", "--hidden", "768"], "give only one of --model, --preset, --hidden"),
-    (["--positions", "1,x"], "--positions"),
-    (["--model", "/nonexistent/model-dir"], "cannot load the config"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--hidden", "768"], "--hidden needs --layers"),
+        (["--layers", "12"], "--layers needs --hidden"),
+        (["--hidden", "100", "--layers", "3"], "down_factor=8 must divide"),
+        (["--preset", "bert-base", "--hidden", "768"], "give only one of --model, --preset, --hidden"),
+        (["--positions", "1,x"], "--positions"),
+        (["--model", "/nonexistent/model-dir"], "cannot load the config"),
+    ],
+)
 def test_cli_errors_name_the_problem(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         main(["params", *argv])

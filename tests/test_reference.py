@@ -1,9 +1,9 @@
 """The ground truth itself: SPEC §2-§4 formulas against independent PyTorch computations."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-import lc_kernels
 from lc_kernels import reference as ref
 
 D64 = torch.float64
@@ -13,7 +13,10 @@ def _rand(*shape, dtype=D64):
     return torch.randn(*shape, dtype=dtype)
 
 
-@pytest.mark.parametrize("K,p,q,r,d", [(1, 4, 8, 4, 16), (2, 3, 5, 6, 24), (3, 6, 24, 6, 24), (2, 1, 1, 5, 20), (3, 2, 7, 5, 20), (2, 5, 20, 5, 20)])
+@pytest.mark.parametrize(
+    "K,p,q,r,d",
+    [(1, 4, 8, 4, 16), (2, 3, 5, 6, 24), (3, 6, 24, 6, 24), (2, 1, 1, 5, 20), (3, 2, 7, 5, 20), (2, 5, 20, 5, 20)],
+)
 @pytest.mark.parametrize("t", [0.0, 0.37, 1.0])
 def test_interpolate_seeds_matches_torch_bilinear(K, p, q, r, d, t):
     theta = _rand(K, p, q)
@@ -63,7 +66,9 @@ def test_gradcheck_reference_connector(K, grid, t):
     assert torch.autograd.gradcheck(lambda x, th, b: ref.connector(x, th, b, t, r, alpha=0.7), (x, theta, b))
 
 
-@pytest.mark.parametrize("K,p,q,r,d,t", [(1, 4, 8, 4, 16, 0.0), (2, 3, 7, 5, 20, 0.3), (3, 6, 12, 6, 36, 1.0), (3, 2, 5, 12, 36, 0.61)])
+@pytest.mark.parametrize(
+    "K,p,q,r,d,t", [(1, 4, 8, 4, 16, 0.0), (2, 3, 7, 5, 20, 0.3), (3, 6, 12, 6, 36, 1.0), (3, 2, 5, 12, 36, 0.61)]
+)
 def test_written_out_gradients_match_autograd(K, p, q, r, d, t):
     x = _rand(5, d, dtype=D64).requires_grad_()
     theta = _rand(K, p, q).requires_grad_()
@@ -89,7 +94,9 @@ def test_multitask_rows_equal_single_task():
     dx, dth, db = ref.connector_backward(x, dy, theta, 0.25, r, 0.9, task_ids=ids[:, None])
     xg = x.clone().requires_grad_()
     thg, bg = theta.clone().requires_grad_(), bias.clone().requires_grad_()
-    gx, gth, gb = torch.autograd.grad(ref.connector(xg, thg, bg, 0.25, r, 0.9, task_ids=ids[:, None]), (xg, thg, bg), dy)
+    gx, gth, gb = torch.autograd.grad(
+        ref.connector(xg, thg, bg, 0.25, r, 0.9, task_ids=ids[:, None]), (xg, thg, bg), dy
+    )
     for got, want in ((dx, gx), (dth, gth), (db, gb)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 

@@ -1,5 +1,6 @@
 """``layerconnect serve`` over real loopback HTTP: answers equal Predictor.predict, concurrent
 clients get batched together, bad requests get a 4xx with a message and the server keeps serving."""
+
 import os
 import subprocess
 import sys
@@ -13,9 +14,10 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from test_multitask_common import TEXTS, make_artefact, make_base  # noqa: E402
+
 from layerconnect.apps.serve import Predictor  # noqa: E402
 from layerconnect.apps.serve.http import create_app  # noqa: E402
-from test_multitask_common import TEXTS, make_artefact, make_base  # noqa: E402
 
 MAX_BATCH = 8
 
@@ -24,9 +26,11 @@ MAX_BATCH = 8
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     base = make_base(str(root / "base"))
-    arts = {"sent": make_artefact(base, str(root / "sent"), 2, seed=1, label_names=["negative", "positive"]),
-            "sts": make_artefact(base, str(root / "sts"), 1, seed=2),
-            "nli": make_artefact(base, str(root / "nli"), 3, seed=3)}
+    arts = {
+        "sent": make_artefact(base, str(root / "sent"), 2, seed=1, label_names=["negative", "positive"]),
+        "sts": make_artefact(base, str(root / "sts"), 1, seed=2),
+        "nli": make_artefact(base, str(root / "nli"), 3, seed=3),
+    }
     return base, arts
 
 
@@ -139,17 +143,20 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(served):
     assert -(-rows // MAX_BATCH) <= batches < n_clients, (batches, rows)
 
 
-@pytest.mark.parametrize("payload,status,needle", [
-    ({"requests": [{"task": "nope", "text": "hi"}]}, 404, "unknown task 'nope'"),
-    ({"requests": [{"task": "sent", "text": "   "}]}, 400, "non-empty"),
-    ({"requests": [{"task": "sent", "text": "a", "text_pair": ""}]}, 400, "text_pair"),
-    ({"requests": []}, 400, "at least one"),
-    ({"requests": [{"task": "sent", "text": "x"}] * (MAX_BATCH + 1)}, 413, "--max-request-rows"),
-    ({"requests": [{"task": "sent"}]}, 422, "text"),
-    ({"requests": [{"task": "sent", "text": 5}]}, 422, "text"),
-    ({"requests": [{"task": "sent", "text": "hi", "label": 1}]}, 422, "label"),
-    ({"items": []}, 422, "requests"),
-])
+@pytest.mark.parametrize(
+    "payload,status,needle",
+    [
+        ({"requests": [{"task": "nope", "text": "hi"}]}, 404, "unknown task 'nope'"),
+        ({"requests": [{"task": "sent", "text": "   "}]}, 400, "non-empty"),
+        ({"requests": [{"task": "sent", "text": "a", "text_pair": ""}]}, 400, "text_pair"),
+        ({"requests": []}, 400, "at least one"),
+        ({"requests": [{"task": "sent", "text": "x"}] * (MAX_BATCH + 1)}, 413, "--max-request-rows"),
+        ({"requests": [{"task": "sent"}]}, 422, "text"),
+        ({"requests": [{"task": "sent", "text": 5}]}, 422, "text"),
+        ({"requests": [{"task": "sent", "text": "hi", "label": 1}]}, 422, "label"),
+        ({"items": []}, 422, "requests"),
+    ],
+)
 def test_bad_requests_get_4xx_with_a_message(served, payload, status, needle):
     _, srv = served
     with httpx.Client(base_url=srv.url, timeout=30) as c:
@@ -180,9 +187,26 @@ def test_cli_serve_subprocess(setup, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [sys.executable, "-m", "layerconnect.cli", "serve", "--model", base,
-           "--task", f"sent={arts['sent']}", "--task", f"sts={arts['sts']}",
-           "--port", str(port), "--max-batch", "4", "--max-wait-ms", "2", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "layerconnect.cli",
+        "serve",
+        "--model",
+        base,
+        "--task",
+        f"sent={arts['sent']}",
+        "--task",
+        f"sts={arts['sts']}",
+        "--port",
+        str(port),
+        "--max-batch",
+        "4",
+        "--max-wait-ms",
+        "2",
+        "--log-level",
+        "warning",
+    ]
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -199,7 +223,9 @@ def test_cli_serve_subprocess(setup, tmp_path):
             pytest.fail("layerconnect serve did not come up in 60 s")
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()
         assert [t["name"] for t in httpx.get(url + "/tasks").json()["tasks"]] == ["sent", "sts"]
-        r = httpx.post(url + "/predict", json={"requests": [{"task": "sts", "text": "a", "text_pair": "b"}]}, timeout=30)
+        r = httpx.post(
+            url + "/predict", json={"requests": [{"task": "sts", "text": "a", "text_pair": "b"}]}, timeout=30
+        )
         assert r.status_code == 200 and set(r.json()["results"][0]) == {"task", "score", "logits"}
         r = httpx.post(url + "/predict", json={"requests": [{"task": "sent", "text": "x"}] * 5}, timeout=30)
         assert r.status_code == 413
@@ -218,10 +244,12 @@ def test_cli_rejects_bad_task_spec(capsys):
     from layerconnect.cli import main
     from layerconnect.utils.options import from_namespace
 
-    for argv, message in ((["--task", "no-equals-sign"], "expected NAME=PATH"),
-                          (["--task", "a=/x", "--task", "a=/y"], "must be unique"),
-                          ([], "at least one --task"),
-                          (["--task", "a=/x", "--max-batch", "0"], "--max-batch must be >= 1")):
+    for argv, message in (
+        (["--task", "no-equals-sign"], "expected NAME=PATH"),
+        (["--task", "a=/x", "--task", "a=/y"], "must be unique"),
+        ([], "at least one --task"),
+        (["--task", "a=/x", "--max-batch", "0"], "--max-batch must be >= 1"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(["serve", "--model", "m", *argv])
         assert e.value.code == 2 and message in capsys.readouterr().err, argv
@@ -238,8 +266,8 @@ def test_batcher_isolates_a_failing_unit(setup):
     the units batched with it still get their answers."""
     import asyncio
 
-    from layerconnect.apps.serve.predictor import Request
     from layerconnect.apps.serve.http import Batcher
+    from layerconnect.apps.serve.predictor import Request
 
     base, arts = setup
     model = Predictor.from_pretrained(base, {"sent": arts["sent"]}, dtype=torch.float64)
@@ -251,7 +279,8 @@ def test_batcher_isolates_a_failing_unit(setup):
             good = [Request("sent", "fine")]
             bad = [Request("gone", "x")]
             return await asyncio.wait_for(
-                asyncio.gather(b.submit(good), b.submit(bad), return_exceptions=True), timeout=60), b.stats
+                asyncio.gather(b.submit(good), b.submit(bad), return_exceptions=True), timeout=60
+            ), b.stats
         finally:
             await b.stop()
 

@@ -3,6 +3,7 @@ server's memory nor block other clients; oversized bodies and invalid text get a
 
 The server runs in a subprocess whose address space is capped (RLIMIT_AS), so a request that makes it
 allocate gigabytes kills it and fails the test instead of the machine."""
+
 import os
 import resource
 import socket
@@ -40,8 +41,24 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "layerconnect.cli", "serve", "--model", base, "--task", f"sts={art}",
-           "--port", str(port), "--max-body-bytes", str(3 * BIG), "--max-wait-ms", "1", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "layerconnect.cli",
+        "serve",
+        "--model",
+        base,
+        "--task",
+        f"sts={art}",
+        "--port",
+        str(port),
+        "--max-body-bytes",
+        str(3 * BIG),
+        "--max-wait-ms",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     log = open(root / "serve.log", "w")
     cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))  # noqa: E731
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=cap)
@@ -77,16 +94,18 @@ def test_a_huge_text_pair_costs_bounded_memory_and_time_and_others_are_served(se
     def small_client():
         time.sleep(0.3)
         t0 = time.perf_counter()
-        r = httpx.post(url + "/predict", json={"requests": [{"task": "sts", "text": "hi", "text_pair": "yo"}]},
-                       timeout=60)
+        r = httpx.post(
+            url + "/predict", json={"requests": [{"task": "sts", "text": "hi", "text_pair": "yo"}]}, timeout=60
+        )
         other.update(status=r.status_code, seconds=time.perf_counter() - t0)
 
     th = threading.Thread(target=small_client)
     th.start()
     words = ("lorem ipsum dolor " * (BIG // 18 + 1))[:BIG]
     t0 = time.perf_counter()
-    r = httpx.post(url + "/predict", json={"requests": [{"task": "sts", "text": words, "text_pair": words}]},
-                   timeout=120)
+    r = httpx.post(
+        url + "/predict", json={"requests": [{"task": "sts", "text": words, "text_pair": words}]}, timeout=120
+    )
     took = time.perf_counter() - t0
     th.join(timeout=90)
     assert proc.poll() is None, "the server died:\n" + (root / "serve.log").read_text()[-2000:]
@@ -111,8 +130,12 @@ def test_oversized_bodies_and_bad_text_are_4xx_with_a_message(server):
 
     r = httpx.post(url + "/predict", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413
-    r = httpx.post(url + "/predict", content=b'{"requests": [{"task": "sts", "text": "\\ud800 lone"}]}',
-                   headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(
+        url + "/predict",
+        content=b'{"requests": [{"task": "sts", "text": "\\ud800 lone"}]}',
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400 and "not valid Unicode" in r.json()["error"]
     tasks = httpx.get(url + "/tasks", timeout=10).json()
     assert tasks["max_body_bytes"] == 3 * BIG and tasks["max_request_rows"] == 32

@@ -143,8 +143,9 @@ class LayerConnectHypernet(nn.Module):
         g = self.geometry
         w = self._weights[index]
         if self.num_tasks is None:
-            return lc_kernels.connector(h, self.theta, self.bias[index], g.ts[index], g.r, g.alpha, self.backend,
-                                        weights=w)
+            return lc_kernels.connector(
+                h, self.theta, self.bias[index], g.ts[index], g.r, g.alpha, self.backend, weights=w
+            )
         if self.task_ids is None:
             raise RuntimeError(
                 "this model has multi-task connectors: set the task of each sequence first, "
@@ -155,5 +156,6 @@ class LayerConnectHypernet(nn.Module):
             ids = self.task_subset.to(h.device)[ids]
         if ids.dim() == 1 and h.dim() >= 2:
             ids = ids.view(-1, *([1] * (h.dim() - 2)))
-        return lc_kernels.connector(h, self.theta, self.bias[:, index], g.ts[index], g.r, g.alpha, self.backend,
-                                    task_ids=ids, weights=w)
+        return lc_kernels.connector(
+            h, self.theta, self.bias[:, index], g.ts[index], g.r, g.alpha, self.backend, task_ids=ids, weights=w
+        )
