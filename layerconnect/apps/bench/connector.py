@@ -521,20 +521,7 @@ def plot(res: Dict[str, Any], path) -> None:
 
 
 def main(argv: Optional[List[str]] = None, args: Optional[ConnectorBenchOptions] = None) -> int:
-    if args is None:
-        from ...utils.options import from_namespace
-
-        args = from_namespace(ConnectorBenchOptions, build_parser().parse_args(argv))
-    res = run(args)
-    print(format_results(res))
-    from pathlib import Path
-
-    out = Path(args.out)
-    H.write_json_atomic(out / "connector.json", res)
-    if not args.no_plot:
-        plot(res, out / "connector.png")
-    print(f"wrote {out / 'connector.json'}" + ("" if args.no_plot else f" and {out / 'connector.png'}"))
-    return 0
+    return H.bench_main(argv, args, ConnectorBenchOptions, build_parser, run, format_results, plot, "connector")
 
 
 if __name__ == "__main__":  # pragma: no cover

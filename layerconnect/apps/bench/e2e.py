@@ -40,7 +40,6 @@ import statistics
 import sys
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -836,20 +835,7 @@ def plot(res: Dict[str, Any], path) -> None:
 
 
 def main(argv: Optional[List[str]] = None, args: Optional[E2EBenchOptions] = None) -> int:
-    if args is None:
-        from ...utils.options import from_namespace
-
-        args = from_namespace(E2EBenchOptions, build_parser().parse_args(argv))
-    res = run(args)
-    print(format_results(res))
-    out = Path(args.out)
-    H.write_json_atomic(out / "e2e.json", res)
-    wrote = [str(out / "e2e.json")]
-    if not args.no_plot and res.get("results"):
-        plot(res, out / "e2e.png")
-        wrote.append(str(out / "e2e.png"))
-    print("wrote " + " and ".join(wrote))
-    return 0
+    return H.bench_main(argv, args, E2EBenchOptions, build_parser, run, format_results, plot, "e2e")
 
 
 if __name__ == "__main__":  # pragma: no cover

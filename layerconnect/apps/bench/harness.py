@@ -369,3 +369,22 @@ def progress_bar(total: int, enabled: bool, desc: str):
             pass
 
     return _Null()
+
+
+def bench_main(argv, args, options_cls, build_parser, run, format_results, plot, stem: str) -> int:
+    """The shared entry point of a benchmark: parse (unless given options), run, print the table, write
+    ``<out>/<stem>.json`` and (unless ``--no-plot``) ``<out>/<stem>.png``."""
+    if args is None:
+        from ...utils.options import from_namespace
+
+        args = from_namespace(options_cls, build_parser().parse_args(argv))
+    res = run(args)
+    print(format_results(res))
+    out = Path(args.out)
+    write_json_atomic(out / f"{stem}.json", res)
+    wrote = [str(out / f"{stem}.json")]
+    if not args.no_plot and res.get("results"):
+        plot(res, out / f"{stem}.png")
+        wrote.append(str(out / f"{stem}.png"))
+    print("wrote " + " and ".join(wrote))
+    return 0
