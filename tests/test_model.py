@@ -202,3 +202,33 @@ def test_torch_compile_fullgraph_model_with_connectors():
         compiled = torch.compile(model, fullgraph=True, backend="eager")
         got = compiled(**batch).logits
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_model_next_to_a_compiled_base_with_shared_weights():
+    """The documented recipe (README): connectors are forward hooks, which dynamo does not guard by default;
+    a LayerConnect model sharing its base's weight tensors with an already compiled bare model needs
+    ``skip_nnmodule_hook_guards = False`` to get its own graph."""
+    import copy
+
+    import torch._dynamo.config as dcfg
+
+    base = _tiny("bert").bert.eval()
+    memo = {id(t): t for t in list(base.parameters()) + list(base.buffers())}
+    lc = add_connectors(
+        copy.deepcopy(base, memo), LayerConnectConfig(down_factor=4, positions="all"), freeze_base=False
+    )
+    with torch.no_grad():
+        lc.layerconnect.bias.normal_()
+    ids = _batch()["input_ids"]
+    old = dcfg.skip_nnmodule_hook_guards
+    try:
+        torch._dynamo.reset()
+        dcfg.skip_nnmodule_hook_guards = False
+        with torch.no_grad():
+            torch.compile(base, fullgraph=True)(input_ids=ids)
+            got = torch.compile(lc, fullgraph=True)(input_ids=ids).last_hidden_state
+            want = lc(input_ids=ids).last_hidden_state
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    finally:
+        dcfg.skip_nnmodule_hook_guards = old
+        torch._dynamo.reset()

@@ -233,6 +233,9 @@ def _compiled(model, mode: str):
     torch.compile(mode='reduce-overhead') (CUDA graphs replay the whole forward)."""
     if mode == "eager":
         return model
+    # The variants share the base's weight tensors and differ only by forward hooks (connectors, adapters);
+    # dynamo does not guard on hooks by default and would hand every variant the base's graph.
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
     if mode == "compile":
         return torch.compile(model, fullgraph=True)
     return torch.compile(model, mode="reduce-overhead", fullgraph=True)
