@@ -191,8 +191,8 @@ step bench_connector 120 80 "$OUT_DIR/bench_connector.log" -- \
   "$PY" benchmarks/bench_connector.py --device cuda --dtype bfloat16 --n "${LC_GPU_BENCH_N:-16k,64k,256k}" --d 768 \
     --repeats 20 --compile all --no-progress --seed 0 --out "$OUT_DIR"
 step bench_e2e 90 20 "$OUT_DIR/bench_e2e.log" -- \
-  "$PY" benchmarks/bench_e2e.py --device cuda --dtype bfloat16 --models bert-base --batch 8,32 \
-    --seq 128 --methods base,houlsby,pfeiffer,lora,layerconnect --repeats 15 --no-progress \
+  "$PY" benchmarks/bench_e2e.py --device cuda --dtype bfloat16 --models bert-base --shapes 8x128,32x128 \
+    --methods base,houlsby,pfeiffer,lora,layerconnect --modes eager,cuda-graphs --repeats 15 --no-progress \
     --seed 0 --out "$OUT_DIR"
 # The kernel- and model-level test files with whatever time is left (the GLUE/serve tests need
 # packages the device image may lack; CI runs them).
