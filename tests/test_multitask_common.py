@@ -99,3 +99,56 @@ TEXTS = [
     ("an utterly forgettable sequel with nothing new to say about anything", None),
     ("is this right ?", "yes , quite right ."),
 ]
+
+
+class ServeProcess:
+    """``layerconnect serve`` in a subprocess on a free loopback port, with bounded start and stop.
+
+    ``with ServeProcess(args, log_path, preexec_fn=...) as srv:`` waits until GET /health answers (at most
+    60 s; fails with the log if the process dies) and gives ``srv.url`` and ``srv.proc``."""
+
+    def __init__(self, args, log_path, preexec_fn=None, env=None):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args, self.log_path, self.preexec_fn = list(args), str(log_path), preexec_fn
+        self.env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
+
+    def __enter__(self):
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+        import pytest
+
+        cmd = [sys.executable, "-m", "layerconnect.cli", "serve", *self.args, "--port", str(self.port)]
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=self.preexec_fn
+        )
+        for _ in range(240):
+            if self.proc.poll() is not None:
+                self.__exit__(None, None, None)
+                pytest.fail("layerconnect serve died at start:\n" + open(self.log_path).read()[-3000:])
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        self.__exit__(None, None, None)
+        pytest.fail("layerconnect serve did not come up in 60 s")
+
+    def __exit__(self, *exc):
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.log.close()

@@ -1,9 +1,6 @@
 """``layerconnect serve`` over real loopback HTTP: answers equal Predictor.predict, concurrent
 clients get batched together, bad requests get a 4xx with a message and the server keeps serving."""
 
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -14,7 +11,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from test_multitask_common import TEXTS, make_artefact, make_base  # noqa: E402
+from test_multitask_common import TEXTS, ServeProcess, make_artefact, make_base  # noqa: E402
 
 from layerconnect.apps.serve import Predictor  # noqa: E402
 from layerconnect.apps.serve.http import create_app  # noqa: E402
@@ -180,26 +177,14 @@ def test_malformed_json_is_a_4xx(served):
 
 def test_cli_serve_subprocess(setup, tmp_path):
     """The real command line: start it, ask it, stop it (bounded waits throughout)."""
-    import socket
-
     base, arts = setup
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "layerconnect.cli",
-        "serve",
+    args = [
         "--model",
         base,
         "--task",
         f"sent={arts['sent']}",
         "--task",
         f"sts={arts['sts']}",
-        "--port",
-        str(port),
         "--max-batch",
         "4",
         "--max-wait-ms",
@@ -207,21 +192,8 @@ def test_cli_serve_subprocess(setup, tmp_path):
         "--log-level",
         "warning",
     ]
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            if proc.poll() is not None:
-                break
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("layerconnect serve did not come up in 60 s")
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+    with ServeProcess(args, tmp_path / "serve.log") as srv:
+        url = srv.url
         assert [t["name"] for t in httpx.get(url + "/tasks").json()["tasks"]] == ["sent", "sts"]
         r = httpx.post(
             url + "/predict", json={"requests": [{"task": "sts", "text": "a", "text_pair": "b"}]}, timeout=30
@@ -229,14 +201,6 @@ def test_cli_serve_subprocess(setup, tmp_path):
         assert r.status_code == 200 and set(r.json()["results"][0]) == {"task", "score", "logits"}
         r = httpx.post(url + "/predict", json={"requests": [{"task": "sent", "text": "x"}] * 5}, timeout=30)
         assert r.status_code == 413
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
 
 
 def test_cli_rejects_bad_task_spec(capsys):

@@ -4,11 +4,7 @@ server's memory nor block other clients; oversized bodies and invalid text get a
 The server runs in a subprocess whose address space is capped (RLIMIT_AS), so a request that makes it
 allocate gigabytes kills it and fails the test instead of the machine."""
 
-import os
 import resource
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,7 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from test_multitask_common import make_artefact, make_base  # noqa: E402
+from test_multitask_common import ServeProcess, make_artefact, make_base  # noqa: E402
 
 CAP_BYTES = 12 << 30  # the server needs about 2-3 GB of address space; the unbounded tokenizer took 24 GB RSS
 BIG = 1 << 20  # 1 MB per text: the pair is a 2 MB body
@@ -37,21 +33,11 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("limits")
     base = make_base(str(root / "base"))
     art = make_artefact(base, str(root / "sts"), 1, seed=2)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "layerconnect.cli",
-        "serve",
+    args = [
         "--model",
         base,
         "--task",
         f"sts={art}",
-        "--port",
-        str(port),
         "--max-body-bytes",
         str(3 * BIG),
         "--max-wait-ms",
@@ -59,29 +45,9 @@ def server(tmp_path_factory):
         "--log-level",
         "warning",
     ]
-    log = open(root / "serve.log", "w")
     cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))  # noqa: E731
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=cap)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                pytest.fail("server died at start:\n" + (root / "serve.log").read_text())
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("layerconnect serve did not come up in 60 s")
-        yield url, proc, root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with ServeProcess(args, root / "serve.log", preexec_fn=cap, env={"OMP_NUM_THREADS": "1"}) as srv:
+        yield srv.url, srv.proc, root
 
 
 def test_a_huge_text_pair_costs_bounded_memory_and_time_and_others_are_served(server):

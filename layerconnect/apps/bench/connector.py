@@ -61,16 +61,7 @@ Output: <out>/connector.json (schema {SCHEMA}) and <out>/connector.png, written 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ...utils.options import add_options
-
-    p = argparse.ArgumentParser(
-        prog="bench_connector",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_options(p, ConnectorBenchOptions)
-    return p
+    return H.build_bench_parser("bench_connector", DESCRIPTION, EPILOG, ConnectorBenchOptions)
 
 
 # ---------------------------------------------------------------------------------------------

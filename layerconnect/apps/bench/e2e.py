@@ -74,16 +74,7 @@ Output: <out>/e2e.json (schema {SCHEMA}) and <out>/e2e.png, written atomically.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ...utils.options import add_options
-
-    p = argparse.ArgumentParser(
-        prog="bench_e2e",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_options(p, E2EBenchOptions)
-    return p
+    return H.build_bench_parser("bench_e2e", DESCRIPTION, EPILOG, E2EBenchOptions)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -388,3 +388,16 @@ def bench_main(argv, args, options_cls, build_parser, run, format_results, plot,
         wrote.append(str(out / f"{stem}.png"))
     print("wrote " + " and ".join(wrote))
     return 0
+
+
+def build_bench_parser(prog: str, description: str, epilog: str, options_cls):
+    """A benchmark's own argparse parser, generated from its options dataclass."""
+    import argparse
+
+    from ...utils.options import add_options
+
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_options(p, options_cls)
+    return p
