@@ -4,17 +4,8 @@
     metric = evaluate.load("<path to this file or its folder>", "mrpc")
     metric.compute(predictions=[1, 0, 1], references=[1, 1, 1])   # {"f1": ..., "accuracy": ...}
 
-Per SPEC §7: CoLA Matthews correlation; SST-2, QNLI, RTE, WNLI, MNLI (each dev split) accuracy;
-MRPC and QQP F1 (positive class 1) and accuracy; STS-B Pearson and Spearman. Scores are returned
-x100, the way GLUE tables report them. Degenerate inputs (a constant prediction, one class only)
-give 0 for MCC/correlations instead of NaN, as scikit-learn's ``zero_division`` convention does:
-a NaN would freeze best-checkpoint selection, which compares scores with ``>``.
-
-``glue_average(scores_by_task)`` is the leaderboard average: the mean over tasks of each task's
-headline, where a task with two metrics (MRPC, QQP, STS-B) counts the mean of the two and MNLI the
-mean of matched and mismatched accuracy.
-
-The computation is :mod:`layerconnect.apps.glue.metrics`; the ``layerconnect`` package must be
+The metrics themselves (SPEC §7; x100, degenerate inputs scored 0) and the GLUE average are in
+`layerconnect.apps.glue.metrics`; this file wraps them for ``evaluate``. The ``layerconnect`` package must be
 importable where this module is loaded.
 """
 
