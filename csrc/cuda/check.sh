@@ -26,7 +26,12 @@ FORCE=()
 [ "${LC_CUDA_CHECK_FORCE:-0}" = "1" ] && FORCE=(--force)
 
 echo "== host test, SIMT/WMMA emulation, nvcc sm_80 + sm_90 ($("$NVCC" --version | tail -n 2 | head -n 1))"
-"$PYTHON" "$HERE/ci_check.py" host emu nvcc --nvcc "$NVCC" --cxx "$CXX" ${FORCE[@]+"${FORCE[@]}"}
+# The emulator (the longest step, one thread) runs beside the others; its output follows theirs.
+EMU_LOG="$(mktemp)"
+"$PYTHON" "$HERE/ci_check.py" emu --cxx "$CXX" ${FORCE[@]+"${FORCE[@]}"} >"$EMU_LOG" 2>&1 &
+EMU_PID=$!
+trap 'kill "$EMU_PID" 2>/dev/null || true; rm -f "$EMU_LOG"' EXIT
+"$PYTHON" "$HERE/ci_check.py" host nvcc --nvcc "$NVCC" --cxx "$CXX" ${FORCE[@]+"${FORCE[@]}"}
 
 if [ "${LC_SKIP_BINDING_CHECK:-0}" != "1" ]; then
   echo "== binding.cpp syntax against the installed torch's headers"
@@ -34,4 +39,8 @@ if [ "${LC_SKIP_BINDING_CHECK:-0}" != "1" ]; then
 else
   echo "== binding.cpp syntax: skipped (LC_SKIP_BINDING_CHECK=1)"
 fi
+EMU_RC=0
+wait "$EMU_PID" || EMU_RC=$?
+cat "$EMU_LOG"
+[ "$EMU_RC" -eq 0 ] || { echo "CUDA CHECK FAILED (emulator)"; exit "$EMU_RC"; }
 echo "CUDA CHECK PASSED"
