@@ -95,3 +95,34 @@ def test_commands_are_reproducible_and_relative():
     assert argv[:4] == ["layerconnect", "train", "--task", "cola"] and "--train-layernorm" in argv
     assert "--epochs" in argv and argv[argv.index("--epochs") + 1] == str(gs.EPOCHS["cola"])
     assert not any(a.startswith("/") for a in argv)
+
+
+def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
+    import json
+
+    results = {"runs": {}, "sweep_commands": []}
+    _finish_screens(
+        results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
+    )
+    for _ in range(3):  # the grid, then the seeds it unlocks
+        specs, _ = gs.plan(results)
+        for s in specs:
+            if gs._done(results, s) is None and s["stage"] in ("grid", "seeds"):
+                _done(results, s, sel=s["lr"] * 1000, dev=0.0)
+    for r in results["runs"].values():  # dev: Houlsby one point above LayerConnect on every task and seed
+        r.update(train_size=1000, wall_time_s=100.0 * r["spec"]["epochs"])
+        r["score"] = 60.0 + (r["spec"]["method"] == "houlsby")
+    assert gs.protocol_size() == len(gs.plan(results)[0]) + sum(len(gs.LR_GRID[m]) for m in gs.BASELINES) * len(
+        gs.TASKS
+    ) - sum(1 for s in gs.plan(results)[0] if s["stage"] == "baselines")
+    hours = gs.remaining_hours(results, jobs=2)
+    pending = [s for s in gs.plan(results)[0] if gs._done(results, s) is None]
+    assert pending and hours == pytest.approx(sum(0.1 * 1000 * s["epochs"] for s in pending) / 2 / 3600)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    out, fig = tmp_path / "r.md", tmp_path / "r.png"
+    assert gs.main(["report", "--results", str(path), "--out", str(out), "--figure", str(fig)]) == 0
+    text = out.read_text()
+    assert "![screens" in text and "(r.png)" in text and "LayerConnect − Houlsby" in text
+    assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]" in text.replace("−", "-")
+    assert fig.stat().st_size > 10_000
