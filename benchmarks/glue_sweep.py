@@ -32,8 +32,10 @@ Protocol (written down before any v3 run; SPEC §7):
 
 Each run is one ``layerconnect train`` subprocess writing ``<run-root>/<run id>/``; the results JSON is
 rewritten atomically after every run (commit it after every run: the sweep spans sessions). Finished runs
-are never repeated; an interrupted one continues with ``--resume``. ``--source`` runs the code from a
-frozen copy (see ``snapshot``) so that edits in the working tree cannot change a sweep halfway.
+are never repeated; an interrupted one continues with ``--resume``. Runs start in stage order, except that
+Houlsby's LR grid (which needs only the readout) fills the cores the variant screen leaves idle.
+``--source`` runs the code from a frozen copy (see ``snapshot``) so that edits in the working tree cannot
+change a sweep halfway.
 """
 
 from __future__ import annotations
@@ -183,8 +185,11 @@ def plan(results: dict):
         return out, ch
     ss, ch["variant"], ch["variant_scores"] = variant_screen(results, ch["readout"])
     out += ss
-    if ch["variant"] is None:
-        return out, ch
+    if ch["variant"] is None:  # Houlsby's grid needs only the readout: it fills the cores the screen leaves idle
+        for t in TASKS:
+            ss, ch["lr"][(t, "houlsby")] = grid(results, "grid", t, "houlsby", ch["readout"], None)
+            out += ss
+        return _unique(out), ch
     lc = LC_VARIANTS[ch["variant"]]
     main = [("layerconnect", lc), ("houlsby", None)]
     for t in TASKS:
@@ -200,12 +205,17 @@ def plan(results: dict):
         for t in TASKS:
             ss, ch["lr"][(t, m)] = grid(results, "baselines", t, m, ch["readout"], None)
             out += ss
+    return _unique(out), ch
+
+
+def _unique(specs: List[dict]) -> List[dict]:
+    """A screen run can be a grid run too (same id): run it once, at its first place."""
     seen, uniq = set(), []
-    for s in out:  # a screen run can be a grid run too (same id): run it once
+    for s in specs:
         if s["id"] not in seen:
             seen.add(s["id"])
             uniq.append(s)
-    return uniq, ch
+    return uniq
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -546,6 +556,10 @@ def cmd_report(args) -> int:
             + "\n"
         )
         _screen_table(w, results, "runs", vs, lambda s: next(k for k, o in LC_VARIANTS.items() if o == s["options"]))
+    gs = [x for x in specs if x["stage"] == "grid"]
+    if gs:
+        w("## Stage 3: learning-rate grid (seed 42; the screens' runs at the chosen settings count here too)\n")
+        _screen_table(w, results, "runs", gs, lambda x: f"{x['method']} lr {x['lr']:g}")
     if ch["variant"]:
         _main_tables(w, results, ch)
     _write(args, lines)

@@ -124,5 +124,21 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     assert gs.main(["report", "--results", str(path), "--out", str(out), "--figure", str(fig)]) == 0
     text = out.read_text()
     assert "![screens" in text and "(r.png)" in text and "LayerConnect − Houlsby" in text
+    assert "## Stage 3" in text and "| houlsby lr 0.003 | rte |" in text
     assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]" in text.replace("−", "-")
     assert fig.stat().st_size > 10_000
+
+
+def test_houlsby_grid_waits_for_the_readout_only():
+    results = {"runs": {}}
+    specs, _, _ = gs.readout_screen(results)
+    for s in specs:
+        _done(results, s, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}[s["pooling"]], dev=0.0)
+    specs, ch = gs.plan(results)
+    assert ch["readout"] == "cls" and ch["variant"] is None
+    stages = [s["stage"] for s in specs]
+    assert stages.index("grid") > max(i for i, st in enumerate(stages) if st == "screen")  # screens go first
+    grid = [s for s in specs if s["stage"] == "grid"]
+    assert {s["method"] for s in grid} == {"houlsby"} and all(s["pooling"] == "cls" for s in grid)
+    # the readout screen's Houlsby runs at lr 1e-3 are grid runs too, listed once
+    assert len(grid) == 3 * len(gs.TASKS) - 2 and len({s["id"] for s in specs}) == len(specs)
