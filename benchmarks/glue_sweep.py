@@ -533,10 +533,11 @@ def cmd_report(args) -> int:
         f"\nVersions: {json.dumps({k: v for k, v in (vers or {}).items() if k != 'git_commit'})}; code: commit "
         f"`{results.get('source_commit', 'working tree')}`. Runs share 2 CPU cores with other work: times are wall "
         "clock, not comparable between runs. Sweep commands: "
-        + "; ".join(f"`{c}`" for c in results.get("sweep_commands", [])[-2:])
+        + "; ".join(f"`{c}`" for c in list(dict.fromkeys(results.get("sweep_commands", [])))[-2:])
         + ". Each run's exact "
         "`layerconnect train` command is in the JSON (`runs[id].command`).\n"
     )
+    w(METHODS_AS_RUN)
     rs, _, rscores = readout_screen(results)
     w("## Stage 1: readout screen (seed 42)\n")
     w(
@@ -556,14 +557,51 @@ def cmd_report(args) -> int:
             + "\n"
         )
         _screen_table(w, results, "runs", vs, lambda s: next(k for k, o in LC_VARIANTS.items() if o == s["options"]))
-    gs = [x for x in specs if x["stage"] == "grid"]
-    if gs:
+        w(_variant_params(results, vs) + "\n")
+    if ch["readout"]:
+        main = [("houlsby", None)] + ([("layerconnect", LC_VARIANTS[ch["variant"]])] if ch["variant"] else [])
+        gs = [x for t in TASKS for m, o in main for x in grid(results, "grid", t, m, ch["readout"], o)[0]]
         w("## Stage 3: learning-rate grid (seed 42; the screens' runs at the chosen settings count here too)\n")
         _screen_table(w, results, "runs", gs, lambda x: f"{x['method']} lr {x['lr']:g}")
     if ch["variant"]:
         _main_tables(w, results, ch)
     _write(args, lines)
     return 0
+
+
+METHODS_AS_RUN = """## Methods as run
+
+* LayerConnect: SPEC's connector (r = d/8 = 48, K = 2 anchors of 48 x 192, alpha 1), Θ and biases trained;
+  the positions and whether the LayerNorms train are stage 2's choice.
+* Houlsby: two bottleneck adapters per layer (after attention and after the FFN), bottleneck d/16 = 24,
+  swish, AdapterHub's ``double_seq_bn`` placement; the pre-trained **LayerNorms stay frozen**, as in
+  AdapterHub's default (the original Houlsby paper trained them).
+* Every method trains the same readout and classifier (the head, counted separately); the encoder's own
+  weights stay frozen except for full fine-tuning and BitFit's biases.
+"""
+
+
+def _variant_params(results: dict, specs: List[dict]) -> str:
+    """Trainable parameters (without the head) of each LayerConnect variant, as a share of Houlsby's."""
+    ho = next(
+        (
+            r["trainable_params"]
+            for r in results["runs"].values()
+            if r.get("status") == "done" and r["spec"]["method"] == "houlsby"
+        ),
+        None,
+    )
+    parts = []
+    for v, o in LC_VARIANTS.items():
+        r = next((_done(results, s) for s in specs if s["options"] == o and _done(results, s)), None)
+        if r is not None:
+            share = f" ({100 * r['trainable_params'] / ho:.1f} % of Houlsby's)" if ho else ""
+            parts.append(f"{v} {r['trainable_params']:,}{share}")
+    return (
+        "Trainable parameters without the head: "
+        + (", ".join(parts) or "none finished yet")
+        + (f"; Houlsby {ho:,}." if ho else ".")
+    )
 
 
 def _main_tables(w, results: dict, ch: dict) -> None:

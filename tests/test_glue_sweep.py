@@ -125,6 +125,7 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     text = out.read_text()
     assert "![screens" in text and "(r.png)" in text and "LayerConnect − Houlsby" in text
     assert "## Stage 3" in text and "| houlsby lr 0.003 | rte |" in text
+    assert "LayerNorms stay frozen" in text and "all+LN 1 (100.0 % of Houlsby's)" in text
     assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]" in text.replace("−", "-")
     assert fig.stat().st_size > 10_000
 
