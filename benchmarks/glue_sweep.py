@@ -27,6 +27,11 @@ Protocol (written down before any v3 run; SPEC §7):
   is added to the grid, once.
 * Stage 4: seeds 43 and 44 of LayerConnect and Houlsby at their chosen LRs.
 * Stage 5: head-only, BitFit, Pfeiffer, LoRA (r = 8) and full fine-tuning, each with its LR grid at seed 42.
+* Ablations (added 2026-11-30 after the readout screen, before any grid run; they choose nothing, they
+  explain the gap), seed 42, CoLA and MRPC, run after stage 4 and before stage 5: LayerConnect at its
+  chosen variant and LR with (a) seed grids as wide as the hidden size (q = d: no interpolation across
+  channels), (b) one anchor per position (K = |P|: no sharing across depth), (c) twice the rank
+  (r = d/4); and Houlsby at LayerConnect's budget (bottleneck 2, about 23k parameters) with its LR grid.
 * Report: per task mean +- standard error over seeds, the GLUE average, LayerConnect's average gap to
   Houlsby with a 95 % bootstrap interval over seeds, trainable parameters without and with the head.
 
@@ -87,6 +92,14 @@ LC_VARIANTS = {  # name -> LayerConnect options (MiniLM: L = 6)
     "all+LN": {"positions": "all", "train_layernorm": True},
 }
 SCREEN_VARIANT = "all"  # the variant the readout screen uses
+N_LAYERS, HIDDEN = 6, 384  # MiniLM
+LC_ABLATIONS = {  # name -> LayerConnect options added to the chosen variant's
+    "q=d": {"seed_cols": HIDDEN},
+    "K=|P|": {"num_anchors": None},  # filled in from the variant's positions
+    "r=d/4": {"down_factor": 4},
+}
+SMALL_HOULSBY = {"reduction_factor": HIDDEN // 2}  # bottleneck 2: 12 x 1,922 = 23,064 parameters
+CLI_OPTIONS = {"positions", "down_factor", "num_anchors", "alpha", "train_layernorm"}  # the rest: --method-option
 COLLAPSE = 0.95
 
 
@@ -176,6 +189,28 @@ def grid(results: dict, stage: str, task: str, method: str, readout: str, option
     return specs, best["spec"]["lr"]
 
 
+def _n_positions(positions: str) -> int:
+    return {"inner": N_LAYERS - 1, "all": N_LAYERS}.get(positions) or len(positions.split(","))
+
+
+def ablations(results: dict, ch: dict) -> List[dict]:
+    """The ablation runs whose inputs (variant, LayerConnect's LR on the task) are chosen."""
+    out = []
+    base = LC_VARIANTS[ch["variant"]]
+    for t in SCREEN_TASKS:
+        lr = ch["lr"].get((t, "layerconnect"))
+        if lr is None:
+            continue
+        for extra in LC_ABLATIONS.values():
+            o = dict(base, **extra)
+            if "num_anchors" in extra:
+                o["num_anchors"] = _n_positions(base["positions"])
+            out.append(spec("ablations", t, "layerconnect", lr, pooling=ch["readout"], options=o))
+    for t in SCREEN_TASKS:
+        out += grid(results, "ablations", t, "houlsby", ch["readout"], SMALL_HOULSBY)[0]
+    return out
+
+
 def plan(results: dict):
     """Runs in order, and the choices made so far. A stage whose inputs are not finished yet adds nothing."""
     out, ch = [], {"readout": None, "variant": None, "lr": {}}
@@ -201,6 +236,7 @@ def plan(results: dict):
             for m, o in main:
                 if ch["lr"].get((t, m)) is not None:
                     out.append(spec("seeds", t, m, ch["lr"][(t, m)], seed=seed, pooling=ch["readout"], options=o))
+    out += ablations(results, ch)
     for m in BASELINES:
         for t in TASKS:
             ss, ch["lr"][(t, m)] = grid(results, "baselines", t, m, ch["readout"], None)
@@ -266,7 +302,10 @@ def train_argv(s: dict, data_dir: str, out_dir: str, threads: Optional[int]) -> 
     if s["train_subsample"]:
         a += ["--train-subsample", str(s["train_subsample"])]
     for k, v in sorted(s["options"].items()):
-        a += [f"--{k.replace('_', '-')}"] if v is True else [f"--{k.replace('_', '-')}", str(v)]
+        if k not in CLI_OPTIONS:
+            a += ["--method-option", f"{k}={v}"]
+        else:
+            a += [f"--{k.replace('_', '-')}"] if v is True else [f"--{k.replace('_', '-')}", str(v)]
     if threads:
         a += ["--threads", str(threads)]
     return a
@@ -479,9 +518,9 @@ def _main_scores(results: dict, ch: dict, method: str) -> Dict[str, List[float]]
             if r.get("status") == "done"
             and r["spec"]["task"] == t
             and r["spec"]["method"] == method
+            and r["spec"]["options"] == (LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {})
             and r["spec"]["lr"] == lr
             and r["spec"]["pooling"] == ch["readout"]
-            and (method != "layerconnect" or r["spec"]["options"] == LC_VARIANTS[ch["variant"]])
         ]
         if xs:
             out[t] = xs
@@ -565,6 +604,7 @@ def cmd_report(args) -> int:
         _screen_table(w, results, "runs", gs, lambda x: f"{x['method']} lr {x['lr']:g}")
     if ch["variant"]:
         _main_tables(w, results, ch)
+        _ablation_table(w, results, ch)
     _write(args, lines)
     return 0
 
@@ -587,7 +627,7 @@ def _variant_params(results: dict, specs: List[dict]) -> str:
         (
             r["trainable_params"]
             for r in results["runs"].values()
-            if r.get("status") == "done" and r["spec"]["method"] == "houlsby"
+            if r.get("status") == "done" and r["spec"]["method"] == "houlsby" and not r["spec"]["options"]
         ),
         None,
     )
@@ -616,7 +656,13 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         row = [_fmt(scores[m].get(t, [])) for t in TASKS]
         avg = statistics.mean(statistics.mean(v) for v in scores[m].values())
         avg_s = f"{avg:.1f}" if len(scores[m]) == len(TASKS) else f"({avg:.1f}, {len(scores[m])} tasks)"
-        r = next(x for x in results["runs"].values() if x.get("status") == "done" and x["spec"]["method"] == m)
+        r = next(
+            x
+            for x in results["runs"].values()
+            if x.get("status") == "done"
+            and x["spec"]["method"] == m
+            and x["spec"]["options"] == (LC_VARIANTS[ch["variant"]] if m == "layerconnect" else {})
+        )
         w(f"| {m} | " + " | ".join(row) + f" | {avg_s} | {r['trainable_params']:,} ({r['head_params']:,}) |")
     maj = {}
     for r in results["runs"].values():
@@ -650,7 +696,8 @@ def protocol_size() -> int:
     screen = len(READOUTS) * 2 * len(SCREEN_TASKS) + (len(LC_VARIANTS) - 1) * len(SCREEN_TASKS)
     grid = sum(len(LR_GRID[m]) for m in ("layerconnect", "houlsby")) * len(TASKS) - 2 * len(SCREEN_TASKS)
     seeds = (len(SEEDS) - 1) * 2 * len(TASKS)
-    return screen + grid + seeds + sum(len(LR_GRID[m]) for m in BASELINES) * len(TASKS)
+    abl = (len(LC_ABLATIONS) + len(LR_GRID["houlsby"])) * len(SCREEN_TASKS)
+    return screen + grid + seeds + abl + sum(len(LR_GRID[m]) for m in BASELINES) * len(TASKS)
 
 
 def remaining_hours(results: dict, jobs: int = 2) -> Optional[float]:
@@ -758,6 +805,39 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
         save_figure_atomic(fig, path, dpi=90)
     finally:
         plt.close(fig)
+
+
+def _ablation_label(s: dict, ch: dict) -> str:
+    if s["method"] == "houlsby":
+        return f"Houlsby, bottleneck 2, lr {s['lr']:g}" if s["options"] else f"Houlsby (chosen), lr {s['lr']:g}"
+    extra = {k: v for k, v in s["options"].items() if LC_VARIANTS[ch["variant"]].get(k) != v}
+    name = next((n for n, o in LC_ABLATIONS.items() if set(o) == set(extra)), None)
+    return f"LayerConnect {name or '(chosen)'}, lr {s['lr']:g}"
+
+
+def _ablation_table(w, results: dict, ch: dict) -> None:
+    specs = ablations(results, ch)
+    if not specs:
+        return
+    ref = [
+        spec("grid", t, m, ch["lr"][(t, m)], pooling=ch["readout"], options=o)
+        for t in SCREEN_TASKS
+        for m, o in (("layerconnect", LC_VARIANTS[ch["variant"]]), ("houlsby", None))
+        if ch["lr"].get((t, m)) is not None
+    ]
+    w("## Ablations (seed 42): what the hypernetwork's sharing costs, and adapters at LayerConnect's budget\n")
+    w("| setting | task | held-out (selection) | dev (reported only) | trainable without head |")
+    w("|---|---|---|---|---|")
+    for s in sorted(ref + specs, key=lambda x: (x["task"], x["method"] != "layerconnect")):
+        r = _done(results, s)
+        cells = (
+            f"{r['selection_score']:.1f}{' (collapsed)' if r['collapsed'] else ''} | {r['score']:.1f} | "
+            f"{r['trainable_params']:,}"
+            if r
+            else "(not run yet) | | "
+        )
+        w(f"| {_ablation_label(s, ch)} | {s['task']} | {cells} |")
+    w("")
 
 
 def _write(args, lines: List[str]) -> None:

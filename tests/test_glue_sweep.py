@@ -125,6 +125,9 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     text = out.read_text()
     assert "![screens" in text and "(r.png)" in text and "LayerConnect − Houlsby" in text
     assert "## Stage 3" in text and "| houlsby lr 0.003 | rte |" in text
+    assert (
+        "## Ablations" in text and "| LayerConnect q=d, lr" in text and "| Houlsby, bottleneck 2, lr 0.0003 |" in text
+    )
     assert "LayerNorms stay frozen" in text and "all+LN 1 (100.0 % of Houlsby's)" in text
     assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]" in text.replace("−", "-")
     assert fig.stat().st_size > 10_000
@@ -143,3 +146,41 @@ def test_houlsby_grid_waits_for_the_readout_only():
     assert {s["method"] for s in grid} == {"houlsby"} and all(s["pooling"] == "cls" for s in grid)
     # the readout screen's Houlsby runs at lr 1e-3 are grid runs too, listed once
     assert len(grid) == 3 * len(gs.TASKS) - 2 and len({s["id"] for s in specs}) == len(specs)
+
+
+def test_ablations_follow_the_choices_and_stay_out_of_the_main_scores():
+    results = {"runs": {}}
+    _finish_screens(
+        results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
+    )
+    specs, ch = gs.plan(results)
+    assert ch["variant"] == "all"
+    # before LayerConnect's LRs are chosen only the small adapter's grid (it needs the readout only) is planned
+    assert {s["method"] for s in specs if s["stage"] == "ablations"} == {"houlsby"}
+    for s in specs:
+        if s["stage"] == "grid" and gs._done(results, s) is None:
+            _done(results, s, sel=s["lr"] * 1e5, dev=50.0)  # the highest LR wins, over the screens too
+    specs, ch = gs.plan(results)
+    stages = [s["stage"] for s in specs]
+    abl = [s for s in specs if s["stage"] == "ablations"]
+    assert max(i for i, x in enumerate(stages) if x == "seeds") < stages.index("ablations")
+    assert max(i for i, x in enumerate(stages) if x == "ablations") < stages.index("baselines")
+    lc = [s for s in abl if s["method"] == "layerconnect"]
+    assert {s["task"] for s in abl} == set(gs.SCREEN_TASKS) and len(abl) == 12
+    assert all(s["lr"] == 3e-2 and s["pooling"] == "cls" for s in lc)
+    assert [s["options"] for s in lc[:3]] == [
+        {"positions": "all", "seed_cols": 384},
+        {"positions": "all", "num_anchors": 6},
+        {"positions": "all", "down_factor": 4},
+    ]
+    argv = gs.train_argv(lc[0], "data", "out", None)
+    assert argv[argv.index("--method-option") + 1] == "seed_cols=384" and "--seed-cols" not in argv
+    argv = gs.train_argv(lc[1], "data", "out", None)
+    assert argv[argv.index("--num-anchors") + 1] == "6" and "--method-option" not in argv
+    small = [s for s in abl if s["method"] == "houlsby"]
+    assert [s["lr"] for s in small[:3]] == gs.LR_GRID["houlsby"] and small[0]["options"] == {"reduction_factor": 192}
+    for s in small:
+        _done(results, s, sel=99.0, dev=99.0)
+    _, ch = gs.plan(results)
+    assert ch["lr"][("cola", "houlsby")] == 3e-3
+    assert gs._main_scores(results, ch, "houlsby")["cola"] == [50.0]  # the small adapter's 99 stays out
