@@ -555,7 +555,11 @@ def cmd_report(args) -> int:
     w(
         f"**Status:** {n_done} of {len(specs)} runs planned so far are finished (later stages are planned once "
         f"their inputs finish; the whole protocol is {protocol_size()} runs when no grid needs extending). "
-        + (f"Rough time left, 2 runs at a time on 2 CPU cores: {h:.0f} h. " if (h := remaining_hours(results)) else "")
+        + (
+            f"Rough time left, 2 runs at a time on 2 CPU cores: {h:.0f} h. "
+            if (h := remaining_hours(results, specs=specs))
+            else ""
+        )
         + f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Earlier protocols: "
         "`GLUE_RESULTS_v2.md`.\n"
     )
@@ -700,7 +704,7 @@ def protocol_size() -> int:
     return screen + grid + seeds + abl + sum(len(LR_GRID[m]) for m in BASELINES) * len(TASKS)
 
 
-def remaining_hours(results: dict, jobs: int = 2) -> Optional[float]:
+def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = None) -> Optional[float]:
     """Rough wall-clock hours left for the whole protocol at ``jobs`` runs at a time: each task's median
     seconds per trained example (rows x epochs) over finished runs, tasks never run yet at the median of
     the others; runs not planned yet are assumed to cost the mean of the planned ones."""
@@ -713,7 +717,7 @@ def remaining_hours(results: dict, jobs: int = 2) -> Optional[float]:
     rate = {t: statistics.median(v) for t, v in per.items()}
     fallback = statistics.median(rate.values())
     rows = {t: statistics.median(r["train_size"] for r in done if r["spec"]["task"] == t) for t in rate}
-    specs, _ = plan(results)
+    specs = specs if specs is not None else plan(results)[0]
     todo = [s for s in specs if _done(results, s) is None]
 
     def cost(s: dict) -> float:
