@@ -650,7 +650,7 @@ def _variant_params(results: dict, specs: List[dict]) -> str:
 
 def _main_tables(w, results: dict, ch: dict) -> None:
     w("## Dev scores of the chosen runs (headline per task; mean ± standard error over seeds)\n")
-    w("| method | " + " | ".join(TASKS) + " | average | trainable (head) |")
+    w("| method | " + " | ".join(TASKS) + " | average | trainable without / with head |")
     w("|---|" + "---|" * (len(TASKS) + 2))
     scores = {}
     for m in ["layerconnect", "houlsby"] + BASELINES:
@@ -660,19 +660,16 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         row = [_fmt(scores[m].get(t, [])) for t in TASKS]
         avg = statistics.mean(statistics.mean(v) for v in scores[m].values())
         avg_s = f"{avg:.1f}" if len(scores[m]) == len(TASKS) else f"({avg:.1f}, {len(scores[m])} tasks)"
-        r = next(
-            x
-            for x in results["runs"].values()
-            if x.get("status") == "done"
-            and x["spec"]["method"] == m
-            and x["spec"]["options"] == (LC_VARIANTS[ch["variant"]] if m == "layerconnect" else {})
-        )
-        w(f"| {m} | " + " | ".join(row) + f" | {avg_s} | {r['trainable_params']:,} ({r['head_params']:,}) |")
+        w(f"| {m} | " + " | ".join(row) + f" | {avg_s} | {_params_cell(results, ch, m)} |")
     maj = {}
     for r in results["runs"].values():
         if r.get("status") == "done":
             maj.setdefault(r["spec"]["task"], r["majority_dev_score"])
     w("| majority class | " + " | ".join(f"{maj[t]:.1f}" if t in maj else "—" for t in TASKS) + " | | 0 |\n")
+    w(
+        "Trainable parameters: the method's own, then with the readout head of a two-class task (STS-B's"
+        " regression head is half as large); the head is the same for every method.\n"
+    )
     w(
         "Chosen learning rates (held-out score, non-collapsed): "
         + "; ".join(
@@ -693,6 +690,24 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         )
     collapsed = [r["spec"]["id"] for r in results["runs"].values() if r.get("status") == "done" and r["collapsed"]]
     w(f"Collapsed runs (excluded from selection): {', '.join(collapsed) or 'none'}.\n")
+
+
+def _params_cell(results: dict, ch: dict, method: str) -> str:
+    """The method's trainable parameters without and with the chosen readout's head, from a finished run of
+    the chosen configuration (a two-class task where one exists: heads differ by task)."""
+    runs = [
+        x
+        for x in results["runs"].values()
+        if x.get("status") == "done"
+        and x["spec"]["method"] == method
+        and x["spec"]["pooling"] == ch["readout"]
+        and x["spec"]["options"] == (LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {})
+    ]
+    if not runs:
+        return "—"
+    r = min(runs, key=lambda x: x["spec"]["task"] == "stsb")
+    with_head = r.get("trainable_params_with_head", r["trainable_params"] + r["head_params"])
+    return f"{r['trainable_params']:,} / {with_head:,}"
 
 
 def protocol_size() -> int:

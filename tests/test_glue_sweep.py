@@ -184,3 +184,21 @@ def test_ablations_follow_the_choices_and_stay_out_of_the_main_scores():
     _, ch = gs.plan(results)
     assert ch["lr"][("cola", "houlsby")] == 3e-3
     assert gs._main_scores(results, ch, "houlsby")["cola"] == [50.0]  # the small adapter's 99 stays out
+
+
+def test_parameter_column_uses_the_chosen_readout_and_a_two_class_head():
+    results = {"runs": {}}
+    ch = {"readout": "cls", "variant": "0..L"}
+    rows = [  # (task, pooling, trainable, with head): the pooler run comes first and must not be read
+        ("cola", "pooler", 226080, 226080 + 148610),
+        ("stsb", "cls", 226080, 226080 + 385),
+        ("mrpc", "cls", 226080, 226080 + 770),
+    ]
+    for task, pooling, n, with_head in rows:
+        s = gs.spec("screen", task, "houlsby", 1e-3, seed=42, pooling=pooling)
+        _done(results, s, sel=1.0, dev=1.0)
+        results["runs"][s["id"]].update(
+            trainable_params=n, head_params=with_head - n, trainable_params_with_head=with_head
+        )
+    assert gs._params_cell(results, ch, "houlsby") == "226,080 / 226,850"
+    assert gs._params_cell(results, ch, "layerconnect") == "—"
