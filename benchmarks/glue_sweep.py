@@ -25,6 +25,10 @@ Protocol (written down before any v3 run; SPEC §7):
   least 0.95 x the constant predictor's (label entropy; label variance for STS-B) learned nothing and
   cannot be chosen; when every LR of a task's grid collapsed, the next lower LR (a third of the lowest)
   is added to the grid, once.
+* Edge rule, for every method alike (added 2026-11-30 during stage 3, after 25 finished runs, when LayerConnect's
+  lowest LR led its CoLA grid on held-out data; no grid had yet been decided by it): when a grid's best
+  non-collapsed LR is its lowest (highest), the next LR beyond it (a third of it; three times it) is
+  added, once, and the best held-out score over the extended grid is chosen.
 * Stage 4: seeds 43 and 44 of LayerConnect and Houlsby at their chosen LRs.
 * Stage 5: head-only, BitFit, Pfeiffer, LoRA (r = 8) and full fine-tuning, each with its LR grid at seed 42.
 * Ablations (added 2026-11-30 after the readout screen, before any grid run; they choose nothing, they
@@ -173,20 +177,40 @@ def variant_screen(results: dict, readout: str):
     return [s for v in LC_VARIANTS for s in specs[v]], chosen, scores
 
 
+def _step(lr: float, factor: float) -> float:
+    return float(f"{lr * factor:.3g}")  # 3e-3 / 3 -> 1e-3, not 0.0009999...
+
+
+def _best(recs: List[dict]) -> dict:
+    ok = [r for r in recs if not r["collapsed"]] or recs
+    return max(ok, key=lambda r: (r["selection_score"], -(r.get("final_train_loss") or 0.0)))
+
+
 def grid(results: dict, stage: str, task: str, method: str, readout: str, options: Optional[dict]):
     """(specs, chosen lr or None): the LR grid of one task and method at seed 42, extended once downwards
-    when every LR collapsed."""
+    when every LR collapsed (collapse rule), and once beyond whichever edge of the grid wins (edge rule)."""
     lrs = list(LR_GRID[method])
     specs = [spec(stage, task, method, lr, pooling=readout, options=options) for lr in lrs]
     recs = [_done(results, s) for s in specs]
+
+    def extend(lr: float) -> None:
+        if all(s["lr"] != lr for s in specs):
+            specs.append(spec(stage, task, method, lr, pooling=readout, options=options))
+            recs.append(_done(results, specs[-1]))
+
     if all(r is not None and r["collapsed"] for r in recs):
-        specs.append(spec(stage, task, method, lrs[0] / 3, pooling=readout, options=options))
-        recs.append(_done(results, specs[-1]))
+        extend(_step(lrs[0], 1 / 3))
     if any(r is None for r in recs):
         return specs, None
-    ok = [r for r in recs if not r["collapsed"]] or recs
-    best = max(ok, key=lambda r: (r["selection_score"], -(r.get("final_train_loss") or 0.0)))
-    return specs, best["spec"]["lr"]
+    best = _best(recs)["spec"]["lr"]
+    if not all(r["collapsed"] for r in recs):
+        if best == lrs[0]:
+            extend(_step(lrs[0], 1 / 3))
+        elif best == lrs[-1]:
+            extend(_step(lrs[-1], 3))
+    if any(r is None for r in recs):
+        return specs, None
+    return specs, _best(recs)["spec"]["lr"]
 
 
 def _n_positions(positions: str) -> int:

@@ -66,8 +66,11 @@ def test_collapsed_runs_cannot_win_and_extend_the_grid_once():
     assert [s["lr"] for s in specs] == gs.LR_GRID["houlsby"] and lr is None
     for s, sel in zip(specs, (55.0, 70.0, 60.0)):
         _done(results, s, sel, dev=0.0, collapsed=(s["lr"] == 1e-3))
+    specs, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
+    assert lr is None and specs[-1]["lr"] == 9e-3  # 1e-3 scored best but collapsed; 3e-3, an edge, leads
+    _done(results, specs[-1], 50.0, dev=0.0)
     _, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
-    assert lr == 3e-3  # 1e-3 scored best but collapsed
+    assert lr == 3e-3
     results = {"runs": {}}
     specs, _ = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
     for s in specs:
@@ -77,6 +80,27 @@ def test_collapsed_runs_cannot_win_and_extend_the_grid_once():
     _done(results, specs[-1], 40.0, dev=0.0, collapsed=False)
     _, lr = gs.grid(results, "grid", "rte", "houlsby", "mean", None)
     assert lr == pytest.approx(1e-4)
+
+
+def test_an_edge_winner_extends_the_grid_once_beyond_that_edge():
+    for scores, added, chosen in [
+        ((70.0, 60.0, 50.0), 1e-4, 1e-4),  # the lowest LR wins: a third of it is added, and wins
+        ((50.0, 60.0, 70.0), 9e-3, 3e-3),  # the highest wins: three times it is added, and loses
+        ((60.0, 70.0, 50.0), None, 1e-3),  # the middle wins: nothing is added
+    ]:
+        results = {"runs": {}}
+        specs, _ = gs.grid(results, "grid", "rte", "houlsby", "cls", None)
+        for s, sel in zip(specs, scores):
+            _done(results, s, sel, dev=0.0)
+        specs, lr = gs.grid(results, "grid", "rte", "houlsby", "cls", None)
+        if added is None:
+            assert len(specs) == 3 and lr == chosen
+            continue
+        assert [s["lr"] for s in specs[3:]] == [added] and lr is None  # exact: the id reads lr0.0001 / lr0.009
+        assert specs[3]["id"] == f"rte-houlsby-lr{added:g}-cls-s42"
+        _done(results, specs[3], 75.0 if chosen == added else 40.0, dev=0.0)
+        specs, lr = gs.grid(results, "grid", "rte", "houlsby", "cls", None)
+        assert len(specs) == 4 and lr == chosen  # once: a winning extension is not extended again
 
 
 def test_bootstrap_interval():
@@ -104,11 +128,11 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     _finish_screens(
         results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
     )
-    for _ in range(3):  # the grid, then the seeds it unlocks
+    for _ in range(3):  # the grid (its middle LR wins: no edge extension), then the seeds it unlocks
         specs, _ = gs.plan(results)
         for s in specs:
             if gs._done(results, s) is None and s["stage"] in ("grid", "seeds"):
-                _done(results, s, sel=s["lr"] * 1000, dev=0.0)
+                _done(results, s, sel=float(s["lr"] == gs.LR_GRID[s["method"]][1]), dev=0.0)
     for r in results["runs"].values():  # dev: Houlsby one point above LayerConnect on every task and seed
         r.update(train_size=1000, wall_time_s=100.0 * r["spec"]["epochs"])
         r["score"] = 60.0 + (r["spec"]["method"] == "houlsby")
@@ -157,17 +181,18 @@ def test_ablations_follow_the_choices_and_stay_out_of_the_main_scores():
     assert ch["variant"] == "all"
     # before LayerConnect's LRs are chosen only the small adapter's grid (it needs the readout only) is planned
     assert {s["method"] for s in specs if s["stage"] == "ablations"} == {"houlsby"}
-    for s in specs:
-        if s["stage"] == "grid" and gs._done(results, s) is None:
-            _done(results, s, sel=s["lr"] * 1e5, dev=50.0)  # the highest LR wins, over the screens too
-    specs, ch = gs.plan(results)
+    for _ in range(2):  # the grid, then its edge extension
+        for s in specs:
+            if s["stage"] == "grid" and gs._done(results, s) is None:
+                _done(results, s, sel=s["lr"] * 1e5, dev=50.0)  # the highest LR wins, over the screens too
+        specs, ch = gs.plan(results)
     stages = [s["stage"] for s in specs]
     abl = [s for s in specs if s["stage"] == "ablations"]
     assert max(i for i, x in enumerate(stages) if x == "seeds") < stages.index("ablations")
     assert max(i for i, x in enumerate(stages) if x == "ablations") < stages.index("baselines")
     lc = [s for s in abl if s["method"] == "layerconnect"]
     assert {s["task"] for s in abl} == set(gs.SCREEN_TASKS) and len(abl) == 12
-    assert all(s["lr"] == 3e-2 and s["pooling"] == "cls" for s in lc)
+    assert all(s["lr"] == 9e-2 and s["pooling"] == "cls" for s in lc)  # 3e-2 won its grid: 9e-2 was added
     assert [s["options"] for s in lc[:3]] == [
         {"positions": "all", "seed_cols": 384},
         {"positions": "all", "num_anchors": 6},
@@ -182,7 +207,7 @@ def test_ablations_follow_the_choices_and_stay_out_of_the_main_scores():
     for s in small:
         _done(results, s, sel=99.0, dev=99.0)
     _, ch = gs.plan(results)
-    assert ch["lr"][("cola", "houlsby")] == 3e-3
+    assert ch["lr"][("cola", "houlsby")] == 9e-3
     assert gs._main_scores(results, ch, "houlsby")["cola"] == [50.0]  # the small adapter's 99 stays out
 
 
