@@ -381,9 +381,21 @@ class Job:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=args.source or REPO)
 
 
+def _stop(job: Job, grace_s: float = 180.0) -> None:
+    """Wait for a run told to stop (SIGINT: it saves a checkpoint after this step). A run still loading can
+    miss the signal (seen once, two minutes in); after ``grace_s`` it is killed and counts as interrupted
+    (it resumes from its last checkpoint, or restarts if it had none)."""
+    try:
+        job.proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        job.proc.kill()
+        job.proc.wait()
+        job.killed = True
+
+
 def _finish(job: Job, results: dict, args) -> None:
     job.log.close()
-    rc = job.proc.returncode
+    rc = 130 if getattr(job, "killed", False) else job.proc.returncode
     s = job.s
     rec = results["runs"].get(s["id"], {"attempts": 0})
     rec.update(spec=s, out_dir=job.out, command=job.shown, attempts=rec.get("attempts", 0) + (rc != 130))
@@ -438,7 +450,7 @@ def cmd_run(args) -> int:
             for job in running:
                 job.proc.send_signal(signal.SIGINT)  # the run saves a checkpoint and stops; resumed later
             for job in running:
-                job.proc.wait()
+                _stop(job)
                 _finish(job, results, args)
             print("sweep: past --stop-at; stopped", flush=True)
             return 0

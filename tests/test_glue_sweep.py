@@ -227,3 +227,25 @@ def test_parameter_column_uses_the_chosen_readout_and_a_two_class_head():
         )
     assert gs._params_cell(results, ch, "houlsby") == "226,080 / 226,850"
     assert gs._params_cell(results, ch, "layerconnect") == "—"
+
+
+def test_a_run_that_ignores_the_stop_signal_is_killed_and_counts_as_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import types
+
+    code = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"up"  # the handler is in place before the signal
+    s = gs.spec("grid", "rte", "houlsby", 1e-3, pooling="cls")
+    job = types.SimpleNamespace(
+        s=s, proc=proc, t0=0.0, out=str(tmp_path / s["id"]), shown="x", log=open(tmp_path / "log", "a")
+    )
+    proc.send_signal(signal.SIGINT)
+    gs._stop(job, grace_s=1.0)
+    assert proc.returncode is not None and job.killed
+    results = {"runs": {}}
+    gs._finish(job, results, types.SimpleNamespace(results=str(tmp_path / "r.json")))
+    rec = results["runs"][s["id"]]
+    assert rec["status"] == "interrupted" and rec["attempts"] == 0  # not a failure: retried without limit
