@@ -639,7 +639,12 @@ def cmd_report(args) -> int:
         w(_variant_params(results, vs) + "\n")
     if ch["readout"]:
         main = [("houlsby", None)] + ([("layerconnect", LC_VARIANTS[ch["variant"]])] if ch["variant"] else [])
-        gs = [x for t in TASKS for m, o in main for x in grid(results, "grid", t, m, ch["readout"], o)[0]]
+        gs = [
+            x
+            for t in TASKS
+            for m, o in main
+            for x in sorted(grid(results, "grid", t, m, ch["readout"], o)[0], key=lambda x: x["lr"])
+        ]  # an extension LR (collapse or edge rule) sits in LR order, not at the end
         w("## Stage 3: learning-rate grid (seed 42; the screens' runs at the chosen settings count here too)\n")
         _screen_table(w, results, "runs", gs, lambda x: f"{x['method']} lr {x['lr']:g}")
     if ch["variant"]:
