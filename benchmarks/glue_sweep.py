@@ -542,22 +542,27 @@ def bootstrap_gap(a: Dict[str, List[float]], b: Dict[str, List[float]], reps: in
     return gap, (draws[int(0.025 * reps)], draws[int(0.975 * reps) - 1])
 
 
+def _chosen_runs(results: dict, ch: dict, method: str) -> List[dict]:
+    """Finished runs of ``method`` with the chosen readout and (LayerConnect) variant, options matched exactly
+    (an ablation's extra option keeps it out)."""
+    options = LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {}
+    return [
+        r
+        for r in results["runs"].values()
+        if r.get("status") == "done"
+        and r["spec"]["method"] == method
+        and r["spec"]["pooling"] == ch["readout"]
+        and r["spec"]["options"] == options
+    ]
+
+
 def _main_scores(results: dict, ch: dict, method: str) -> Dict[str, List[float]]:
     out = {}
     for t in TASKS:
         lr = ch["lr"].get((t, method))
         if lr is None:
             continue
-        xs = [
-            r["score"]
-            for r in results["runs"].values()
-            if r.get("status") == "done"
-            and r["spec"]["task"] == t
-            and r["spec"]["method"] == method
-            and r["spec"]["options"] == (LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {})
-            and r["spec"]["lr"] == lr
-            and r["spec"]["pooling"] == ch["readout"]
-        ]
+        xs = [r["score"] for r in _chosen_runs(results, ch, method) if r["spec"]["task"] == t and r["spec"]["lr"] == lr]
         if xs:
             out[t] = xs
     return out
@@ -736,14 +741,7 @@ def _main_tables(w, results: dict, ch: dict) -> None:
 def _params_cell(results: dict, ch: dict, method: str) -> str:
     """The method's trainable parameters without and with the chosen readout's head, from a finished run of
     the chosen configuration (a two-class task where one exists: heads differ by task)."""
-    runs = [
-        x
-        for x in results["runs"].values()
-        if x.get("status") == "done"
-        and x["spec"]["method"] == method
-        and x["spec"]["pooling"] == ch["readout"]
-        and x["spec"]["options"] == (LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {})
-    ]
+    runs = _chosen_runs(results, ch, method)
     if not runs:
         return "—"
     r = min(runs, key=lambda x: x["spec"]["task"] == "stsb")
