@@ -19,7 +19,7 @@ from layerconnect.apps.glue import TASKS  # noqa: E402
 from layerconnect.apps.glue import run as glue_run  # noqa: E402
 from layerconnect.apps.glue.checkpoint import COMPLETE_FILE, WEIGHTS_FILE, load_trainable, read_run  # noqa: E402
 from layerconnect.apps.glue.model import build_model  # noqa: E402
-from layerconnect.apps.glue.options import TrainOptions  # noqa: E402
+from layerconnect.apps.glue.options import DEFAULT_POOLING, TrainOptions  # noqa: E402
 from layerconnect.apps.glue.run import train  # noqa: E402
 from layerconnect.baselines import METHODS  # noqa: E402
 from layerconnect.cli import main as cli  # noqa: E402
@@ -123,7 +123,7 @@ def test_train_then_eval_reproduces_saved_metrics(tiny, tmp_path, task, capsys):
     assert {"torch", "transformers", "datasets"} <= set(m["versions"])
     assert m["majority_dev_score"] >= 0 and m["constant_train_loss"] > 0 and m["final_train_loss"] > 0
     # the checkpoint holds exactly the trainable parameters (seed bank, biases, head) and nothing else
-    fresh = build_model(tiny[0], t, "layerconnect", {}, 0, "mean")
+    fresh = build_model(tiny[0], t, "layerconnect", {}, 0, DEFAULT_POOLING)
     trainable = {n for n, p in fresh.named_parameters() if p.requires_grad}
     saved = _tensors(str(out))
     assert set(saved) == trainable and m["trainable_params_with_head"] == sum(saved[n].numel() for n in saved)
@@ -149,7 +149,7 @@ def test_train_then_eval_reproduces_saved_metrics(tiny, tmp_path, task, capsys):
     kw = {"num_labels": t.num_labels}
     a = AutoModelForSequenceClassification.from_pretrained(tiny[0], **kw)
     load_connectors(a, str(out / "connectors"))
-    b = build_model(tiny[0], t, "layerconnect", {}, 123, "mean")
+    b = build_model(tiny[0], t, "layerconnect", {}, 123, DEFAULT_POOLING)
     load_trainable(b, str(out))
     ids = torch.randint(5, 20, (3, 9))
     a.eval(), b.eval()
@@ -290,7 +290,9 @@ def test_each_method_trains_only_what_it_claims(tiny, tmp_path, method):
     from layerconnect.baselines import trainable_parameters
 
     t = TASKS["rte"]
-    before = {n: p.detach().clone() for n, p in build_model(tiny[0], t, method, {}, 0, "mean").named_parameters()}
+    before = {
+        n: p.detach().clone() for n, p in build_model(tiny[0], t, method, {}, 0, DEFAULT_POOLING).named_parameters()
+    }
     m, trainer = train(
         _cfg(
             tiny,

@@ -13,7 +13,7 @@ from test_multitask_common import make_artefact, make_base, single_task_model  #
 
 from layerconnect import load_connectors  # noqa: E402
 from layerconnect.apps.glue.joint import Example, TaskSampler, batch_loss, sampling_probs, train_joint  # noqa: E402
-from layerconnect.apps.glue.options import TrainOptions  # noqa: E402
+from layerconnect.apps.glue.options import DEFAULT_POOLING, TrainOptions  # noqa: E402
 from layerconnect.apps.serve import Predictor  # noqa: E402
 from layerconnect.cli import main  # noqa: E402
 from layerconnect.multitask import MultiTaskModel  # noqa: E402
@@ -211,7 +211,7 @@ def test_command_line_entry_point(env, tmp_path, capsys):
     for name in ("sst2", "stsb"):
         meta = json.load(open(os.path.join(out, name, "layerconnect_config.json")))
         assert meta["extra"]["joint"]["sampling"] == "temperature" and meta["geometry"]["r"] == 8
-        assert meta["extra"]["joint"]["temperature"] == 3.0 and meta["readout"] == "mean"
+        assert meta["extra"]["joint"]["temperature"] == 3.0 and meta["readout"] == DEFAULT_POOLING
 
 
 def test_layerconnect_train_dispatches_several_tasks_to_joint_training(env, tmp_path, capsys):
