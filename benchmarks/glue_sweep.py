@@ -616,7 +616,7 @@ def cmd_report(args) -> int:
     w(
         f"\nVersions: {json.dumps({k: v for k, v in (vers or {}).items() if k != 'git_commit'})}; code: commit "
         f"`{results.get('source_commit', 'working tree')}`. Runs share 2 CPU cores with other work: times are wall "
-        "clock, not comparable between runs. Sweep commands: "
+        "clock, not comparable between runs. Latest sweep commands (every one is in the JSON, `sweep_commands`): "
         + "; ".join(f"`{c}`" for c in list(dict.fromkeys(results.get("sweep_commands", [])))[-2:])
         + ". Each run's exact "
         "`layerconnect train` command is in the JSON (`runs[id].command`).\n"
