@@ -41,7 +41,10 @@ Protocol (written down before any v3 run; SPEC §7):
 
 Each run is one ``layerconnect train`` subprocess writing ``<run-root>/<run id>/``; the results JSON is
 rewritten atomically after every run (commit it after every run: the sweep spans sessions). Finished runs
-are never repeated; an interrupted one continues with ``--resume``. Runs start in stage order, except that
+are never repeated; an interrupted one continues with ``--resume`` where its run folder survived (a fresh
+checkout has none: it starts over). With ``--stop-at`` a run starts only if it is expected to finish before
+the stop (the median time of finished runs of its task and method, plus 10 %), so that no work is left in
+a checkpoint a new machine will not have; ``--no-fit`` starts runs regardless. Runs start in stage order, except that
 Houlsby's LR grid (which needs only the readout) fills the cores the variant screen leaves idle.
 ``--source`` runs the code from a frozen copy (see ``snapshot``) so that edits in the working tree cannot
 change a sweep halfway.
@@ -423,6 +426,28 @@ def _deadline(stop_at: Optional[str]) -> Optional[float]:
     return (t + dt.timedelta(days=1) if t < now else t).timestamp()
 
 
+def expected_s(results: dict, s: dict) -> Optional[float]:
+    """Expected wall time of run ``s``: the median of finished runs of its task and method (else of its
+    task), plus 10 %; None with no finished run of the task."""
+    done = [r for r in results["runs"].values() if r.get("status") == "done" and r.get("last_attempt_s")]
+    for same in (
+        lambda r: r["spec"]["task"] == s["task"] and r["spec"]["method"] == s["method"],
+        lambda r: r["spec"]["task"] == s["task"],
+    ):
+        xs = [r["last_attempt_s"] for r in done if same(r)]
+        if xs:
+            return 1.1 * statistics.median(xs)
+    return None
+
+
+def fits(results: dict, s: dict, now: float, deadline: Optional[float]) -> bool:
+    """Whether run ``s`` started at ``now`` is expected to finish before ``deadline`` (unknown: it fits)."""
+    if deadline is None:
+        return True
+    need = expected_s(results, s)
+    return need is None or now + need <= deadline
+
+
 def cmd_run(args) -> int:
     os.makedirs(args.run_root, exist_ok=True)
     results = load_results(args.results)
@@ -461,13 +486,15 @@ def cmd_run(args) -> int:
             if _done(results, s) is None
             and s["id"] not in busy
             and results["runs"].get(s["id"], {}).get("attempts", 0) < args.max_attempts
+            and (args.no_fit or fits(results, s, time.time(), deadline))
         ]
         while todo and len(running) < args.jobs:
             s = todo.pop(0)
             print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] start {s['id']}", flush=True)
             running.append(Job(s, args, env))
         if not running:
-            print("sweep: nothing left to run (or waiting on failed runs: see the JSON)", flush=True)
+            why = " before --stop-at" if deadline and not args.no_fit else ""
+            print(f"sweep: nothing left that fits{why} (or waiting on failed runs: see the JSON)", flush=True)
             return 0
         time.sleep(5)
 
@@ -925,7 +952,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--max-attempts", type=int, default=2, help="give up on a run after this many failures")
-    p.add_argument("--stop-at", default=None, help="HH:MM UTC: interrupt running runs (they resume later)")
+    p.add_argument(
+        "--stop-at",
+        default=None,
+        help="HH:MM UTC: interrupt running runs (they resume if their run folder survives); see --no-fit",
+    )
+    p.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="with --stop-at: start runs even when they are not expected to finish before it",
+    )
     p.add_argument("--limit", type=int, default=40, help="plan: how many pending runs to list")
     args = p.parse_args(argv)
     os.chdir(REPO)

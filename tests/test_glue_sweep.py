@@ -249,3 +249,26 @@ def test_a_run_that_ignores_the_stop_signal_is_killed_and_counts_as_interrupted(
     gs._finish(job, results, types.SimpleNamespace(results=str(tmp_path / "r.json")))
     rec = results["runs"][s["id"]]
     assert rec["status"] == "interrupted" and rec["attempts"] == 0  # not a failure: retried without limit
+
+
+def test_a_run_starts_only_if_it_is_expected_to_end_before_the_stop():
+    def rec(task, method, secs):
+        return {"spec": {"task": task, "method": method}, "status": "done", "last_attempt_s": secs}
+
+    results = {
+        "runs": {
+            "a": rec("mrpc", "layerconnect", 2000.0),
+            "b": rec("mrpc", "layerconnect", 3000.0),
+            "c": rec("mrpc", "layerconnect", 9000.0),
+            "d": rec("mrpc", "houlsby", 100.0),
+            "e": {"spec": {"task": "cola", "method": "houlsby"}, "status": "interrupted", "last_attempt_s": 50.0},
+        }
+    }
+    lc = {"task": "mrpc", "method": "layerconnect"}
+    assert gs.expected_s(results, lc) == pytest.approx(1.1 * 3000.0)  # the median, not the mean
+    assert gs.expected_s(results, {"task": "mrpc", "method": "lora"}) == pytest.approx(1.1 * 2500.0)  # task only
+    assert gs.expected_s(results, {"task": "cola", "method": "houlsby"}) is None  # unfinished runs do not count
+    assert gs.fits(results, lc, now=0.0, deadline=3301.0)
+    assert not gs.fits(results, lc, now=0.0, deadline=3299.0)
+    assert gs.fits(results, lc, now=0.0, deadline=None)
+    assert gs.fits(results, {"task": "cola", "method": "houlsby"}, now=0.0, deadline=1.0)  # unknown: it fits
