@@ -63,6 +63,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -448,13 +449,29 @@ def fits(results: dict, s: dict, now: float, deadline: Optional[float]) -> bool:
     return need is None or now + need <= deadline
 
 
+def check_same_code(results: dict, code: str) -> None:
+    """A sweep runs on one version of the code: refuse to continue finished runs' sweep on another."""
+    seen = {r.get("source_commit") for r in results["runs"].values() if r.get("status") == "done"} - {None}
+    other = sorted(seen - {code})
+    if other:
+        raise SystemExit(
+            f"the sweep's finished runs ran code {', '.join(other)}, this run would use {code}: make a frozen copy "
+            f"of that commit with `python benchmarks/glue_sweep.py snapshot --commit {other[0].split()[0]} "
+            "--source DIR` and pass --source DIR (or start a new results file with --results)"
+        )
+
+
 def cmd_run(args) -> int:
     os.makedirs(args.run_root, exist_ok=True)
     results = load_results(args.results)
     results["sweep_commands"].append("python benchmarks/glue_sweep.py " + " ".join(sys.argv[1:]))
     if args.source and os.path.isfile(os.path.join(args.source, "SOURCE_COMMIT")):
         with open(os.path.join(args.source, "SOURCE_COMMIT")) as fh:
-            results["source_commit"] = fh.read().strip()
+            code = fh.read().strip()
+    else:
+        code = "working tree"
+    check_same_code(results, code)
+    results["source_commit"] = code
     save_results(args.results, results)
     env = dict(
         os.environ,
@@ -500,18 +517,55 @@ def cmd_run(args) -> int:
 
 
 def cmd_snapshot(args) -> int:
-    """Copy the code (lc_kernels, layerconnect, the built extension) to ``--source`` and record the commit."""
+    """Copy the code (lc_kernels, layerconnect, the built extension) to ``--source`` and record the commit.
+
+    Without ``--commit`` the working tree is copied (its extension must be built, e.g. by the editable
+    install). With ``--commit REV`` that commit is exported with ``git archive`` and its extension built in
+    place (CPU only), so a new machine can continue a sweep on the exact code it started with."""
     dst = args.source
     if not dst:
-        raise SystemExit("snapshot needs --source DIR")
+        raise SystemExit("snapshot needs --source DIR (where the frozen copy goes, e.g. runs/sweep-src-v3)")
     if os.path.exists(dst):
         shutil.rmtree(dst)
-    for pkg in ("lc_kernels", "layerconnect"):
-        shutil.copytree(os.path.join(REPO, pkg), os.path.join(dst, pkg), ignore=shutil.ignore_patterns("__pycache__"))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "lc_kernels", "layerconnect"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    src, tmp = REPO, None
+    if args.commit:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--verify", args.commit + "^{commit}"], cwd=REPO, capture_output=True, text=True
+        )
+        if rev.returncode != 0:
+            raise SystemExit(f"--commit {args.commit}: not a commit of this repository ({rev.stderr.strip()})")
+        commit, dirty = rev.stdout.strip(), ""
+        tmp = tempfile.mkdtemp(prefix="lc-snapshot-")
+        src = os.path.join(tmp, "tree")
+        os.makedirs(src)
+        archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", src], input=archive.stdout, check=True)
+        print(f"building the extension of {commit[:12]} (CPU only) ...", flush=True)
+        build = subprocess.run(
+            [sys.executable, "setup.py", "build_ext", "--inplace"],
+            cwd=src,
+            env=dict(os.environ, LC_SKIP_CUDA="1"),
+            capture_output=True,
+            text=True,
+        )
+        if build.returncode != 0:
+            shutil.rmtree(tmp)
+            raise SystemExit(
+                f"building the extension of {commit} failed:\n{build.stdout[-3000:]}{build.stderr[-3000:]}"
+            )
+    else:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "lc_kernels", "layerconnect"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    try:
+        for pkg in ("lc_kernels", "layerconnect"):
+            shutil.copytree(
+                os.path.join(src, pkg), os.path.join(dst, pkg), ignore=shutil.ignore_patterns("__pycache__")
+            )
+    finally:
+        if tmp:
+            shutil.rmtree(tmp)
     with open(os.path.join(dst, "SOURCE_COMMIT"), "w") as fh:
         fh.write(commit + (" (with uncommitted changes)" if dirty else "") + "\n")
     print(f"snapshot of {commit} in {dst}")
@@ -949,6 +1003,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--figure", default=RESULTS_PNG, help=f"report figure (default {RESULTS_PNG})")
     p.add_argument("--run-root", default=RUN_ROOT, help=f"where runs write (default {RUN_ROOT})")
     p.add_argument("--source", default=None, help="a frozen copy of the code to run (made by `snapshot`)")
+    p.add_argument("--commit", default=None, help="snapshot: export and build this commit instead of the working tree")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--max-attempts", type=int, default=2, help="give up on a run after this many failures")

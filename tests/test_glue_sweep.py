@@ -272,3 +272,18 @@ def test_a_run_starts_only_if_it_is_expected_to_end_before_the_stop():
     assert not gs.fits(results, lc, now=0.0, deadline=3299.0)
     assert gs.fits(results, lc, now=0.0, deadline=None)
     assert gs.fits(results, {"task": "cola", "method": "houlsby"}, now=0.0, deadline=1.0)  # unknown: it fits
+
+
+def test_a_sweep_refuses_to_continue_on_other_code():
+    results = {"runs": {"a": {"status": "done", "source_commit": "abc123"}, "b": {"status": "failed"}}}
+    gs.check_same_code(results, "abc123")  # same code: fine
+    with pytest.raises(SystemExit, match="snapshot --commit abc123"):
+        gs.check_same_code(results, "def456")
+    with pytest.raises(SystemExit, match="ran code abc123"):
+        gs.check_same_code(results, "working tree")
+    gs.check_same_code({"runs": {"b": {"status": "interrupted", "source_commit": "x"}}}, "y")  # nothing finished
+
+
+def test_snapshot_of_an_unknown_commit_names_the_argument(tmp_path):
+    with pytest.raises(SystemExit, match="--commit no-such-rev: not a commit"):
+        gs.main(["snapshot", "--commit", "no-such-rev", "--source", str(tmp_path / "src")])
