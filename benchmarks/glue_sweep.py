@@ -525,40 +525,43 @@ def cmd_snapshot(args) -> int:
     dst = args.source
     if not dst:
         raise SystemExit("snapshot needs --source DIR (where the frozen copy goes, e.g. runs/sweep-src-v3)")
-    if os.path.exists(dst):
-        shutil.rmtree(dst)
     src, tmp = REPO, None
-    if args.commit:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--verify", args.commit + "^{commit}"], cwd=REPO, capture_output=True, text=True
-        )
-        if rev.returncode != 0:
-            raise SystemExit(f"--commit {args.commit}: not a commit of this repository ({rev.stderr.strip()})")
-        commit, dirty = rev.stdout.strip(), ""
-        tmp = tempfile.mkdtemp(prefix="lc-snapshot-")
-        src = os.path.join(tmp, "tree")
-        os.makedirs(src)
-        archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", src], input=archive.stdout, check=True)
-        print(f"building the extension of {commit[:12]} (CPU only) ...", flush=True)
-        build = subprocess.run(
-            [sys.executable, "setup.py", "build_ext", "--inplace"],
-            cwd=src,
-            env=dict(os.environ, LC_SKIP_CUDA="1"),
-            capture_output=True,
-            text=True,
-        )
-        if build.returncode != 0:
-            shutil.rmtree(tmp)
-            raise SystemExit(
-                f"building the extension of {commit} failed:\n{build.stdout[-3000:]}{build.stderr[-3000:]}"
-            )
-    else:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "lc_kernels", "layerconnect"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
     try:
+        if args.commit:
+            rev = subprocess.run(
+                ["git", "rev-parse", "--verify", args.commit + "^{commit}"], cwd=REPO, capture_output=True, text=True
+            )
+            if rev.returncode != 0:
+                raise SystemExit(f"--commit {args.commit}: not a commit of this repository ({rev.stderr.strip()})")
+            commit, dirty = rev.stdout.strip(), ""
+            tmp = tempfile.mkdtemp(prefix="lc-snapshot-")
+            src = os.path.join(tmp, "tree")
+            os.makedirs(src)
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True
+            )
+            subprocess.run(["tar", "-x", "-C", src], input=archive.stdout, check=True)
+            print(f"building the extension of {commit[:12]} (CPU only) ...", flush=True)
+            build = subprocess.run(
+                [sys.executable, "setup.py", "build_ext", "--inplace"],
+                cwd=src,
+                env=dict(os.environ, LC_SKIP_CUDA="1"),
+                capture_output=True,
+                text=True,
+            )
+            if build.returncode != 0:
+                raise SystemExit(
+                    f"building the extension of {commit} failed:\n{build.stdout[-3000:]}{build.stderr[-3000:]}"
+                )
+        else:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+            commit = commit.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "lc_kernels", "layerconnect"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip()
+        # only now, with the new copy ready, does the old one go
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
         for pkg in ("lc_kernels", "layerconnect"):
             shutil.copytree(
                 os.path.join(src, pkg), os.path.join(dst, pkg), ignore=shutil.ignore_patterns("__pycache__")

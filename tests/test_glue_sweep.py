@@ -284,6 +284,10 @@ def test_a_sweep_refuses_to_continue_on_other_code():
     gs.check_same_code({"runs": {"b": {"status": "interrupted", "source_commit": "x"}}}, "y")  # nothing finished
 
 
-def test_snapshot_of_an_unknown_commit_names_the_argument(tmp_path):
+def test_snapshot_of_an_unknown_commit_names_the_argument_and_keeps_the_old_copy(tmp_path):
+    old = tmp_path / "src" / "SOURCE_COMMIT"
+    old.parent.mkdir()
+    old.write_text("abc123\n")
     with pytest.raises(SystemExit, match="--commit no-such-rev: not a commit"):
         gs.main(["snapshot", "--commit", "no-such-rev", "--source", str(tmp_path / "src")])
+    assert old.read_text() == "abc123\n"
