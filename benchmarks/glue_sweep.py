@@ -45,7 +45,9 @@ are never repeated; an interrupted one continues with ``--resume`` where its run
 checkout has none: it starts over). With ``--stop-at`` a run starts only if it is expected to finish before
 the stop (the median time of finished runs of its task and method, plus 10 %), so that no work is left in
 a checkpoint a new machine will not have; ``--no-fit`` starts runs regardless. Runs start in stage order, except that
-Houlsby's LR grid (which needs only the readout) fills the cores the variant screen leaves idle.
+Houlsby's LR grid (which needs only the readout) fills the cores the variant screen leaves idle, and that near
+a ``--stop-at`` a later run that fits (e.g. an ablation) may start before an earlier one that does not (order
+changes no choice: each stage chooses from its own runs only).
 ``--source`` runs the code from a frozen copy (see ``snapshot``) so that edits in the working tree cannot
 change a sweep halfway.
 """
