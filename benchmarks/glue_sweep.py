@@ -797,7 +797,7 @@ def _main_tables(w, results: dict, ch: dict) -> None:
     for r in results["runs"].values():
         if r.get("status") == "done":
             maj.setdefault(r["spec"]["task"], r["majority_dev_score"])
-    w("| majority class | " + " | ".join(f"{maj[t]:.1f}" if t in maj else "—" for t in TASKS) + " | | 0 |\n")
+    w("| majority class | " + " | ".join(_one_decimal(maj[t]) if t in maj else "—" for t in TASKS) + " | | 0 |\n")
     w(
         "Trainable parameters: the method's own, then with the readout head of a two-class task (STS-B's"
         " regression head is half as large); the head is the same for every method.\n"
@@ -951,12 +951,65 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
         plt.close(fig)
 
 
+def _one_decimal(x: float) -> str:
+    """``x`` to one decimal, without the "-0.0" a tiny negative number (a constant predictor's
+    correlation) would print."""
+    t = f"{x:.1f}"
+    return "0.0" if t == "-0.0" else t
+
+
+def _md_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (a bare ``|`` would start a new column)."""
+    return text.replace("|", "\\|")
+
+
+def _ablation_name(s: dict, ch: dict) -> Optional[str]:
+    """The LC_ABLATIONS name of a LayerConnect ablation run, None for the chosen variant itself."""
+    extra = {k: v for k, v in s["options"].items() if LC_VARIANTS[ch["variant"]].get(k) != v}
+    return next((n for n, o in LC_ABLATIONS.items() if set(o) == set(extra)), None)
+
+
 def _ablation_label(s: dict, ch: dict) -> str:
     if s["method"] == "houlsby":
         return f"Houlsby, bottleneck 2, lr {s['lr']:g}" if s["options"] else f"Houlsby (chosen), lr {s['lr']:g}"
-    extra = {k: v for k, v in s["options"].items() if LC_VARIANTS[ch["variant"]].get(k) != v}
-    name = next((n for n, o in LC_ABLATIONS.items() if set(o) == set(extra)), None)
-    return f"LayerConnect {name or '(chosen)'}, lr {s['lr']:g}"
+    return f"LayerConnect {_ablation_name(s, ch) or '(chosen)'}, lr {s['lr']:g}"
+
+
+def _ablation_summary(results: dict, ch: dict, task: str) -> Optional[str]:
+    """One sentence per task: each finished ablation's held-out and dev difference to LayerConnect's chosen
+    run (seed 42), the small adapter at its best held-out LR (non-collapsed, as in stage 3), and the full
+    adapter's, so the table can be read as "what closes the gap"."""
+    lr = ch["lr"].get((task, "layerconnect"))
+    if lr is None:
+        return None
+    base = _done(
+        results, spec("grid", task, "layerconnect", lr, pooling=ch["readout"], options=LC_VARIANTS[ch["variant"]])
+    )
+    if base is None:
+        return None
+
+    def diff(r: dict) -> str:
+        c = " (collapsed)" if r["collapsed"] else ""
+        return f"{r['selection_score'] - base['selection_score']:+.1f} / {r['score'] - base['score']:+.1f}{c}"
+
+    parts = []
+    for s in ablations(results, ch):
+        r = _done(results, s)
+        if s["task"] == task and s["method"] == "layerconnect" and r is not None:
+            parts.append(f"{_ablation_name(s, ch)} {diff(r)}")
+    small = [
+        r for s in ablations(results, ch) if s["task"] == task and s["method"] == "houlsby" for r in [_done(results, s)]
+    ]
+    if small and all(r is not None for r in small):
+        best = _best(small)
+        parts.append(f"Houlsby at bottleneck 2 (lr {best['spec']['lr']:g}) {diff(best)}")
+    hlr = ch["lr"].get((task, "houlsby"))
+    full = hlr and _done(results, spec("grid", task, "houlsby", hlr, pooling=ch["readout"]))
+    if full:
+        parts.append(f"Houlsby (chosen) {diff(full)}")
+    if not parts:
+        return None
+    return f"{task}, held-out / dev points against LayerConnect (chosen), seed 42: " + "; ".join(parts) + "."
 
 
 def _ablation_table(w, results: dict, ch: dict) -> None:
@@ -980,8 +1033,12 @@ def _ablation_table(w, results: dict, ch: dict) -> None:
             if r
             else "(not run yet) | | "
         )
-        w(f"| {_ablation_label(s, ch)} | {s['task']} | {cells} |")
+        w(f"| {_md_cell(_ablation_label(s, ch))} | {s['task']} | {cells} |")
     w("")
+    for t in SCREEN_TASKS:
+        line = _ablation_summary(results, ch, t)
+        if line:
+            w(line + "\n")
 
 
 def _write(args, lines: List[str]) -> None:

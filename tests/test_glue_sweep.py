@@ -291,3 +291,46 @@ def test_snapshot_of_an_unknown_commit_names_the_argument_and_keeps_the_old_copy
     with pytest.raises(SystemExit, match="--commit no-such-rev: not a commit"):
         gs.main(["snapshot", "--commit", "no-such-rev", "--source", str(tmp_path / "src")])
     assert old.read_text() == "abc123\n"
+
+
+def test_ablation_report_keeps_its_table_columns_and_says_what_each_change_does(tmp_path):
+    import json
+    import re
+
+    results = {"runs": {}, "sweep_commands": []}
+    _finish_screens(
+        results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
+    )
+    for _ in range(2):  # the grid (middle LR wins), then the seeds and ablations it unlocks
+        specs, ch = gs.plan(results)
+        for s in specs:
+            if gs._done(results, s) is None and s["stage"] == "grid":
+                _done(results, s, sel=10.0 * (s["lr"] == gs.LR_GRID[s["method"]][1]), dev=20.0)
+    specs, ch = gs.plan(results)
+    abl = [s for s in specs if s["stage"] == "ablations"]
+    lc = {gs._ablation_name(s, ch): s for s in abl if s["method"] == "layerconnect" and s["task"] == "cola"}
+    # LayerConnect's chosen CoLA run is the readout screen's (held-out 70, dev 30): see _finish_screens
+    _done(results, lc["K=|P|"], sel=73.0, dev=28.5)
+    small = [s for s in abl if s["method"] == "houlsby" and s["task"] == "cola"]
+    for s, sel in zip(small, (60.0, 72.0, 90.0)):  # the highest held-out score collapsed: it cannot be chosen
+        _done(results, s, sel=sel, dev=25.0, collapsed=sel == 90.0)
+    results["runs"][small[0]["id"]]["score"] = 99.0  # a better dev score never chooses either
+    path, out = tmp_path / "r.json", tmp_path / "r.md"
+    path.write_text(json.dumps(results))
+    assert gs.main(["report", "--results", str(path), "--out", str(out), "--figure", str(tmp_path / "f.png")]) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| LayerConnect K=")]
+    # five cells, as in the header: the bars in the name are escaped
+    assert rows and all(len(re.findall(r"(?<!\\)\|", line)) == 6 for line in rows)
+    assert r"| LayerConnect K=\|P\|, lr 0.01 | cola | 73.0 | 28.5 | 1 |" in text
+    line = next(x for x in text.splitlines() if x.startswith("cola, held-out / dev"))
+    assert "K=|P| +3.0 / -1.5" in line.replace("−", "-")
+    assert (
+        "Houlsby at bottleneck 2 (lr 0.001) +2.0 / -5.0" in line.replace("−", "-")
+        and "Houlsby (chosen) +0.0 / +0.0" in line
+    )
+    assert "q=d" not in line  # not run yet: nothing said
+
+
+def test_report_never_prints_minus_zero():
+    assert gs._one_decimal(-1e-12) == "0.0" and gs._one_decimal(-0.06) == "-0.1" and gs._one_decimal(2.04) == "2.0"
