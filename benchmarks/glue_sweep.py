@@ -628,6 +628,33 @@ def bootstrap_gap(a: Dict[str, List[float]], b: Dict[str, List[float]], reps: in
     return gap, (draws[int(0.025 * reps)], draws[int(0.975 * reps) - 1])
 
 
+PAPER_GAP, OUR_GAP = -2.5, -1.0  # the paper's claim (within 2.5 GLUE points of Adapter) and our own goal
+
+
+def verdict(a: Dict[str, List[float]], b: Dict[str, List[float]], ci) -> str:
+    """The gap in plain words: where its 95 % interval lies against the paper's claim and our goal, which
+    tasks make it up, and whether every task has its seeds yet (else the sentence says "so far")."""
+    tasks = sorted(set(a) & set(b))
+    per = sorted(((statistics.mean(a[t]) - statistics.mean(b[t]), t) for t in tasks))
+    where = ", ".join(f"{t} {d:+.1f}" for d, t in per)
+    full = len(tasks) == len(TASKS) and all(len(a[t]) >= len(SEEDS) and len(b[t]) >= len(SEEDS) for t in tasks)
+    so_far = "" if full else " so far (not every task has its seeds yet)"
+    if ci is None:
+        head = f"No verdict yet{so_far}: the gap has no interval."
+    elif ci[0] >= OUR_GAP:
+        head = f"Our goal is met{so_far}: the whole interval lies within {-OUR_GAP:g} point of Houlsby."
+    elif ci[0] >= PAPER_GAP:
+        head = f"The paper's claim holds{so_far}: the whole interval lies within {-PAPER_GAP:g} points of Houlsby."
+    elif ci[1] < PAPER_GAP:
+        head = (
+            f"The paper's claim does not hold here{so_far}: the whole interval lies more than {-PAPER_GAP:g} points"
+            " below Houlsby."
+        )
+    else:
+        head = f"Undecided{so_far}: the interval contains {PAPER_GAP:+g}, the paper's claim."
+    return f"{head} Per task (LayerConnect − Houlsby, dev means, largest loss first): {where}."
+
+
 def _chosen_runs(results: dict, ch: dict, method: str) -> List[dict]:
     """Finished runs of ``method`` with the chosen readout and (LayerConnect) variant, options matched exactly
     (an ablation's extra option keeps it out)."""
@@ -818,7 +845,9 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         w(
             f"**LayerConnect − Houlsby, mean over {len(common)} task(s):** {gap:+.2f} points; 95 % bootstrap interval "
             + (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "not available (a task has a single seed)")
-            + ".\n"
+            + ". "
+            + verdict(a, b, ci)
+            + "\n"
         )
     collapsed = [r["spec"]["id"] for r in results["runs"].values() if r.get("status") == "done" and r["collapsed"]]
     w(f"Collapsed runs (excluded from selection): {', '.join(collapsed) or 'none'}.\n")

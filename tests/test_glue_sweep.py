@@ -153,7 +153,7 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
         "## Ablations" in text and "| LayerConnect q=d, lr" in text and "| Houlsby, bottleneck 2, lr 0.0003 |" in text
     )
     assert "LayerNorms stay frozen" in text and "all+LN 1 (100.0 % of Houlsby's)" in text
-    assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]" in text.replace("−", "-")
+    assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]. The paper's claim holds" in text.replace("−", "-")
     assert fig.stat().st_size > 10_000
 
 
@@ -334,3 +334,19 @@ def test_ablation_report_keeps_its_table_columns_and_says_what_each_change_does(
 
 def test_report_never_prints_minus_zero():
     assert gs._one_decimal(-1e-12) == "0.0" and gs._one_decimal(-0.06) == "-0.1" and gs._one_decimal(2.04) == "2.0"
+
+
+def test_verdict_places_the_interval_against_the_claim_and_names_the_tasks():
+    b = {t: [60.0, 60.0, 60.0] for t in gs.TASKS}
+    close = {t: [59.5, 59.5, 59.5] for t in gs.TASKS}
+    assert gs.verdict(close, b, (-0.9, -0.1)).startswith("Our goal is met:")
+    assert gs.verdict(close, b, (-2.0, -0.1)).startswith("The paper's claim holds:")
+    assert gs.verdict(close, b, (-3.0, -0.1)).startswith("Undecided:")
+    far = dict(close, cola=[50.0, 50.0, 50.0])
+    text = gs.verdict(far, b, (-5.7, -3.9))
+    assert text.startswith("The paper's claim does not hold here:")
+    assert "largest loss first): cola -10.0, " in text.replace("−", "-")
+    # a task with fewer seeds than planned, or a missing task, makes it provisional
+    short = dict(far, rte=[40.0, 41.0])
+    assert gs.verdict(short, b, (-5.7, -3.9)).startswith("The paper's claim does not hold here so far")
+    assert gs.verdict({"cola": [1.0, 2.0, 3.0]}, b, None).startswith("No verdict yet so far")
