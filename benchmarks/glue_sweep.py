@@ -1006,7 +1006,7 @@ def _ablation_label(s: dict, ch: dict) -> str:
 
 def _ablation_summary(results: dict, ch: dict, task: str) -> Optional[str]:
     """One sentence per task: each finished ablation's held-out and dev difference to LayerConnect's chosen
-    run (seed 42), the small adapter at its best held-out LR (non-collapsed, as in stage 3), and the full
+    run (seed 42), the small adapter at the LR its grid chooses (the same rules as stage 3), and the full
     adapter's, so the table can be read as "what closes the gap"."""
     lr = ch["lr"].get((task, "layerconnect"))
     if lr is None:
@@ -1026,12 +1026,12 @@ def _ablation_summary(results: dict, ch: dict, task: str) -> Optional[str]:
         r = _done(results, s)
         if s["task"] == task and s["method"] == "layerconnect" and r is not None:
             parts.append(f"{_ablation_name(s, ch)} {diff(r)}")
-    small = [
-        r for s in ablations(results, ch) if s["task"] == task and s["method"] == "houlsby" for r in [_done(results, s)]
-    ]
-    if small and all(r is not None for r in small):
-        best = _best(small)
-        parts.append(f"Houlsby at bottleneck 2 (lr {best['spec']['lr']:g}) {diff(best)}")
+    small_lr = grid(results, "ablations", task, "houlsby", ch["readout"], SMALL_HOULSBY)[1]  # its stage-3 choice
+    if small_lr is not None:
+        best = _done(
+            results, spec("ablations", task, "houlsby", small_lr, pooling=ch["readout"], options=SMALL_HOULSBY)
+        )
+        parts.append(f"Houlsby at bottleneck 2 (lr {small_lr:g}) {diff(best)}")
     hlr = ch["lr"].get((task, "houlsby"))
     full = hlr and _done(results, spec("grid", task, "houlsby", hlr, pooling=ch["readout"]))
     if full:
