@@ -128,10 +128,11 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     _finish_screens(
         results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
     )
-    for _ in range(3):  # the grid (its middle LR wins: no edge extension), then the seeds it unlocks
+    for _ in range(3):  # the grids (middle LRs win: no edge extension), then the seeds they unlock
         specs, _ = gs.plan(results)
         for s in specs:
-            if gs._done(results, s) is None and s["stage"] in ("grid", "seeds"):
+            small_grid = s["stage"] == "ablations" and s["method"] == "houlsby" and s["seed"] == 42
+            if gs._done(results, s) is None and (s["stage"] in ("grid", "seeds") or small_grid):
                 _done(results, s, sel=float(s["lr"] == gs.LR_GRID[s["method"]][1]), dev=0.0)
     for r in results["runs"].values():  # dev: Houlsby one point above LayerConnect on every task and seed
         r.update(train_size=1000, wall_time_s=100.0 * r["spec"]["epochs"])
@@ -350,3 +351,68 @@ def test_verdict_places_the_interval_against_the_claim_and_names_the_tasks():
     short = dict(far, rte=[40.0, 41.0])
     assert gs.verdict(short, b, (-5.7, -3.9)).startswith("The paper's claim does not hold here so far")
     assert gs.verdict({"cola": [1.0, 2.0, 3.0]}, b, None).startswith("No verdict yet so far")
+
+
+def _complete_until_baselines(results, share, lead):
+    """Finish every run before stage 5: middle LRs win their grids; LayerConnect's screen-task runs score
+    held-out 70 / dev 30 at seed 42 and ±2 at seeds 43-44, the full adapter the same at seed 42 (the readout
+    screen's run) and 10 more at seeds 43-44 (a lead of 20/3 on average), each LayerConnect
+    ablation ``share[name]`` more, the small adapter ``lead`` more (±1 over its seeds)."""
+    offset = {42: 0.0, 43: -2.0, 44: 2.0}
+    while True:
+        specs, ch = gs.plan(results)
+        todo = [s for s in specs if s["stage"] != "baselines" and gs._done(results, s) is None]
+        if not todo:
+            return ch
+        for s in todo:
+            if s["stage"] == "grid" and s["seed"] == 42:
+                sel = 10.0 * (s["lr"] == gs.LR_GRID[s["method"]][1])
+                if s["options"] == gs.SMALL_HOULSBY:
+                    sel = 0.0
+                _done(results, s, sel=sel, dev=20.0)
+            elif s["stage"] == "seeds":
+                up = 10.0 if s["method"] == "houlsby" else 0.0
+                _done(results, s, sel=70.0 + up + offset[s["seed"]], dev=30.0 + up + offset[s["seed"]])
+            elif s["method"] == "layerconnect":
+                x = share[gs._ablation_name(s, ch)]
+                _done(results, s, sel=70.0 + x, dev=30.0 + x)
+            elif s["seed"] == 42:  # the small adapter's grid: its middle LR wins
+                x = lead if s["lr"] == gs.LR_GRID["houlsby"][1] else -50.0
+                _done(results, s, sel=70.0 + x, dev=30.0 + x)
+            else:
+                x = lead + offset[s["seed"]] / 2
+                _done(results, s, sel=70.0 + x, dev=30.0 + x)
+
+
+@pytest.mark.parametrize(
+    "share, lead, expected",
+    [
+        ({"q=d": -1.0, "K=|P|": 1.0, "r=d/4": -3.0}, 6.0, "So the gap is not the price of the hypernetwork's sharing"),
+        ({"q=d": -1.0, "K=|P|": 5.0, "r=d/4": -3.0}, 6.0, "sharing: K=|P| gains +5.0 held-out"),
+        ({"q=d": -1.0, "K=|P|": 1.0, "r=d/4": -3.0}, 0.0, "Neither the sharing nor the connector's form"),
+    ],
+)
+def test_the_ablation_reading_waits_for_the_small_adapters_seeds_and_follows_the_numbers(share, lead, expected):
+    results = {"runs": {}}
+    _finish_screens(
+        results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
+    )
+    ch = _complete_until_baselines(results, share, lead)
+    small = [s for s in gs.ablations(results, ch) if s["options"] == gs.SMALL_HOULSBY]
+    # the grid's three LRs at seed 42, then seeds 43 and 44 at the LR it chose, per screen task
+    assert sorted((s["task"], s["seed"]) for s in small if s["seed"] != 42) == [
+        ("cola", 43),
+        ("cola", 44),
+        ("mrpc", 43),
+        ("mrpc", 44),
+    ]
+    assert all(s["lr"] == gs.LR_GRID["houlsby"][1] for s in small if s["seed"] != 42)
+    text = gs.ablation_reading(results, ch)
+    # seed noise of a two-task mean of run differences: sqrt(2 * 2 * var) / 2 with var = 4 -> 2.0
+    assert "q=d -1.0, K=|P| " in text and "differ by ±2.0" in text
+    assert expected in text
+    if lead == 6.0 and share["K=|P|"] < 4.0:
+        assert "held-out +6.0 [" in text and "its dev lead is 90 % of the full adapter's" in text
+    # a missing seed of the small adapter withholds the reading
+    del results["runs"][next(s["id"] for s in small if s["seed"] == 44)]
+    assert gs.ablation_reading(results, ch) is None
