@@ -353,11 +353,13 @@ def test_verdict_places_the_interval_against_the_claim_and_names_the_tasks():
     assert gs.verdict({"cola": [1.0, 2.0, 3.0]}, b, None).startswith("No verdict yet so far")
 
 
-def _complete_until_baselines(results, share, lead):
+def _complete_until_baselines(results, share, lead, dev_lead=None):
     """Finish every run before stage 5: middle LRs win their grids; LayerConnect's screen-task runs score
     held-out 70 / dev 30 at seed 42 and ±2 at seeds 43-44, the full adapter the same at seed 42 (the readout
     screen's run) and 10 more at seeds 43-44 (a lead of 20/3 on average), each LayerConnect
-    ablation ``share[name]`` more, the small adapter ``lead`` more (±1 over its seeds)."""
+    ablation ``share[name]`` more, the small adapter ``lead`` more (±1 over its seeds; on dev ``dev_lead``
+    more, when given)."""
+    dev_lead = lead if dev_lead is None else dev_lead
     offset = {42: 0.0, 43: -2.0, 44: 2.0}
     while True:
         specs, ch = gs.plan(results)
@@ -377,27 +379,30 @@ def _complete_until_baselines(results, share, lead):
                 x = share[gs._ablation_name(s, ch)]
                 _done(results, s, sel=70.0 + x, dev=30.0 + x)
             elif s["seed"] == 42:  # the small adapter's grid: its middle LR wins
-                x = lead if s["lr"] == gs.LR_GRID["houlsby"][1] else -50.0
-                _done(results, s, sel=70.0 + x, dev=30.0 + x)
+                x, y = (lead, dev_lead) if s["lr"] == gs.LR_GRID["houlsby"][1] else (-50.0, -50.0)
+                _done(results, s, sel=70.0 + x, dev=30.0 + y)
             else:
-                x = lead + offset[s["seed"]] / 2
-                _done(results, s, sel=70.0 + x, dev=30.0 + x)
+                e = offset[s["seed"]] / 2
+                _done(results, s, sel=70.0 + lead + e, dev=30.0 + dev_lead + e)
 
 
 @pytest.mark.parametrize(
-    "share, lead, expected",
+    "share, lead, dev_lead, expected",
     [
-        ({"q=d": -1.0, "K=|P|": 1.0, "r=d/4": -3.0}, 6.0, "So the gap is not the price of the hypernetwork's sharing"),
-        ({"q=d": -1.0, "K=|P|": 5.0, "r=d/4": -3.0}, 6.0, "sharing: K=|P| gains +5.0 held-out"),
-        ({"q=d": -1.0, "K=|P|": 1.0, "r=d/4": -3.0}, 0.0, "Neither the sharing nor the connector's form"),
+        ({"q=d": -1, "K=|P|": 1, "r=d/4": -3}, 6.0, 6.0, "So the gap is not the price of the hypernetwork's sharing"),
+        ({"q=d": -1, "K=|P|": 5, "r=d/4": -3}, 6.0, 6.0, "sharing: K=|P| gains +5.0 held-out"),
+        ({"q=d": -1, "K=|P|": 1, "r=d/4": -3}, 0.0, 0.0, "Neither the sharing nor the connector's form"),
+        ({"q=d": -1, "K=|P|": 1, "r=d/4": -3}, 6.0, 1.0, "clear only on held-out data"),
     ],
 )
-def test_the_ablation_reading_waits_for_the_small_adapters_seeds_and_follows_the_numbers(share, lead, expected):
+def test_the_ablation_reading_waits_for_the_small_adapters_seeds_and_follows_the_numbers(
+    share, lead, dev_lead, expected
+):
     results = {"runs": {}}
     _finish_screens(
         results, {"mean": 50.0, "cls": 70.0, "pooler": 60.0}, {"all": 1.0, "inner": 2.0, "0..L": 9.0, "all+LN": 3.0}
     )
-    ch = _complete_until_baselines(results, share, lead)
+    ch = _complete_until_baselines(results, share, lead, dev_lead)
     small = [s for s in gs.ablations(results, ch) if s["options"] == gs.SMALL_HOULSBY]
     # the grid's three LRs at seed 42, then seeds 43 and 44 at the LR it chose, per screen task
     assert sorted((s["task"], s["seed"]) for s in small if s["seed"] != 42) == [
@@ -409,10 +414,13 @@ def test_the_ablation_reading_waits_for_the_small_adapters_seeds_and_follows_the
     assert all(s["lr"] == gs.LR_GRID["houlsby"][1] for s in small if s["seed"] != 42)
     text = gs.ablation_reading(results, ch)
     # seed noise of a two-task mean of run differences: sqrt(2 * 2 * var) / 2 with var = 4 -> 2.0
-    assert "q=d -1.0, K=|P| " in text and "differ by ±2.0" in text
+    assert "q=d -1.0 / -1.0, K=|P| " in text and "differ by ±2.0 / ±2.0" in text
     assert expected in text
-    if lead == 6.0 and share["K=|P|"] < 4.0:
+    if lead == dev_lead == 6.0 and share["K=|P|"] < 4:
         assert "held-out +6.0 [" in text and "its dev lead is 90 % of the full adapter's" in text
+    if dev_lead == 1.0:  # +1 on dev of the full adapter's 20/3: most of the lead is its budget
+        assert "dev +1.0 [" in text and "On dev its lead is +1.0 of the full adapter's +6.7" in text
+        assert text.endswith("not settled at these seeds.")
     # a missing seed of the small adapter withholds the reading
     del results["runs"][next(s["id"] for s in small if s["seed"] == 44)]
     assert gs.ablation_reading(results, ch) is None
