@@ -827,7 +827,8 @@ def _main_tables(w, results: dict, ch: dict) -> None:
             continue
         row = [_fmt(scores[m].get(t, [])) for t in TASKS]
         avg = statistics.mean(statistics.mean(v) for v in scores[m].values())
-        avg_s = f"{avg:.1f}" if len(scores[m]) == len(TASKS) else f"({avg:.1f}, {len(scores[m])} tasks)"
+        k = len(scores[m])
+        avg_s = f"{avg:.1f}" if k == len(TASKS) else f"({avg:.1f}, {k} task{'s' if k > 1 else ''})"
         w(f"| {m} | " + " | ".join(row) + f" | {avg_s} | {_params_cell(results, ch, m)} |")
     maj = {}
     for r in results["runs"].values():
