@@ -664,10 +664,11 @@ def verdict(a: Dict[str, List[float]], b: Dict[str, List[float]], ci) -> str:
     return f"{head} Per task (LayerConnect − Houlsby, dev means, largest loss first): {where}."
 
 
-def _chosen_runs(results: dict, ch: dict, method: str) -> List[dict]:
-    """Finished runs of ``method`` with the chosen readout and (LayerConnect) variant, options matched exactly
-    (an ablation's extra option keeps it out)."""
-    options = LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {}
+def _chosen_runs(results: dict, ch: dict, method: str, options: Optional[dict] = None) -> List[dict]:
+    """Finished runs of ``method`` with the chosen readout and ``options`` (default: the chosen LayerConnect
+    variant, else none), matched exactly (an ablation's extra option keeps it out)."""
+    if options is None:
+        options = LC_VARIANTS[ch["variant"]] if method == "layerconnect" else {}
     return [
         r
         for r in results["runs"].values()
@@ -1054,16 +1055,7 @@ def _ablation_summary(results: dict, ch: dict, task: str) -> Optional[str]:
 
 def _scores_by_seed(results: dict, ch: dict, task: str, method: str, options: dict, lr, key: str) -> List[float]:
     """``key`` of every finished run of one setting (any stage), in seed order."""
-    runs = [
-        r
-        for r in results["runs"].values()
-        if r.get("status") == "done"
-        and r["spec"]["task"] == task
-        and r["spec"]["method"] == method
-        and r["spec"]["pooling"] == ch["readout"]
-        and r["spec"]["options"] == options
-        and r["spec"]["lr"] == lr
-    ]
+    runs = [r for r in _chosen_runs(results, ch, method, options) if (r["spec"]["task"], r["spec"]["lr"]) == (task, lr)]
     return [r[key] for r in sorted(runs, key=lambda r: r["spec"]["seed"])]
 
 
