@@ -778,6 +778,13 @@ def cmd_report(args) -> int:
     if ch["variant"]:
         _main_tables(w, results, ch)
         _ablation_table(w, results, ch)
+        bs = sorted(
+            (s for s in specs if s["stage"] == "baselines"),
+            key=lambda x: (BASELINES.index(x["method"]), TASKS.index(x["task"]), x["lr"]),
+        )
+        if bs:
+            w("## Stage 5: the other baselines' learning-rate grids (seed 42)\n")
+            _screen_table(w, results, "runs", bs, lambda x: f"{x['method']} lr {x['lr']:g}")
     _write(args, lines)
     return 0
 
@@ -789,6 +796,9 @@ METHODS_AS_RUN = """## Methods as run
 * Houlsby: two bottleneck adapters per layer (after attention and after the FFN), bottleneck d/16 = 24,
   swish, AdapterHub's ``double_seq_bn`` placement; the pre-trained **LayerNorms stay frozen**, as in
   AdapterHub's default (the original Houlsby paper trained them).
+* Stage 5's baselines: head-only (the readout head alone); BitFit (every bias of the encoder, LayerNorm
+  biases included); Pfeiffer (one bottleneck adapter per layer after the FFN, bottleneck 24, relu,
+  AdapterHub's ``seq_bn``); LoRA (peft, r = 8, alpha 16, on query and value); full fine-tuning.
 * Every method trains the same readout and classifier (the head, counted separately); the encoder's own
   weights stay frozen except for full fine-tuning and BitFit's biases.
 """

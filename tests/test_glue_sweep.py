@@ -153,6 +153,9 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     assert (
         "## Ablations" in text and "| LayerConnect q=d, lr" in text and "| Houlsby, bottleneck 2, lr 0.0003 |" in text
     )
+    stage5 = text.split("## Stage 5")[1]
+    assert "| head lr 0.001 | sst2 | (not run yet) |" in stage5 and "| full lr 0.0001 | mrpc |" in stage5
+    assert stage5.index("| head lr") < stage5.index("| bitfit lr") < stage5.index("| full lr")
     assert "LayerNorms stay frozen" in text and "all+LN 1 (100.0 % of Houlsby's)" in text
     assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]. Our goal is met" in text.replace("−", "-")
     assert fig.stat().st_size > 10_000
