@@ -933,6 +933,8 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
     from layerconnect.utils.io import save_figure_atomic
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
+    colour = {m: f"C{i}" for i, m in enumerate(["layerconnect", "houlsby"] + BASELINES)}  # same in every panel
+    task_colour = {t: g for t, g in zip(SCREEN_TASKS, ("0.3", "0.65"))}  # greys: not a method's colour
     rows = []
     for s in readout_screen(results)[0]:
         rows.append((f"{'LC' if s['method'] == 'layerconnect' else 'HO'} {s['pooling']}", s))
@@ -950,7 +952,7 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
                 ys.append(i + 0.4 * k - 0.2)
                 hs.append(r["selection_score"])
                 hatch.append(r["collapsed"])
-        bars = a.barh(ys, hs, height=0.38, color=f"C{k}")
+        bars = a.barh(ys, hs, height=0.38, color=task_colour[task])
         for bar, h in zip(bars, hatch):
             if h:
                 bar.set_hatch("//")
@@ -959,11 +961,13 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
     a.invert_yaxis()
     a.set_xlabel("held-out score (x100); hatched = collapsed")
     a.set_title("screens (seed 42): LC = LayerConnect (positions all unless named), HO = Houlsby", fontsize=8)
-    a.legend(handles=[Patch(color=f"C{k}", label=t) for k, t in enumerate(SCREEN_TASKS)], fontsize=8)
+    a.set_xlim(0, 115)  # room right of the bars for the legend
+    a.set_xticks(range(0, 101, 20))
+    a.legend(handles=[Patch(color=task_colour[t], label=t) for t in SCREEN_TASKS], fontsize=8, loc="upper right")
     done = [r for r in results["runs"].values() if r.get("status") == "done"]
     for m in sorted({r["spec"]["method"] for r in done}):
         pts = [(r["selection_score"], r["score"]) for r in done if r["spec"]["method"] == m]
-        b.scatter(*zip(*pts), s=18, label=m)
+        b.scatter(*zip(*pts), s=18, label=m, color=colour.get(m))
     if done:
         lo = min(min(r["selection_score"], r["score"]) for r in done)
         hi = max(max(r["selection_score"], r["score"]) for r in done)
@@ -985,10 +989,13 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
                 yerr=[_se(sc[t]) or 0.0 for t in TASKS if t in sc],
                 capsize=2,
                 label=m,
+                color=colour[m],
             )
         c.set_xticks([i + 0.4 - width / 2 for i in range(len(TASKS))], TASKS)
         c.set_ylabel("dev score (x100), mean ± s.e. over seeds")
-        c.legend(fontsize=7)
+        c.set_ylim(0, 118)  # room above the bars for the legend, which must not hide one
+        c.set_yticks(range(0, 101, 20))
+        c.legend(fontsize=7, ncol=4, loc="upper center")
     else:
         c.text(0.5, 0.5, "main comparison: after the screens\nand the LR grid", ha="center", va="center")
         c.set_axis_off()
