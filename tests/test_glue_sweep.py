@@ -427,3 +427,22 @@ def test_the_ablation_reading_waits_for_the_small_adapters_seeds_and_follows_the
     # a missing seed of the small adapter withholds the reading
     del results["runs"][next(s["id"] for s in small if s["seed"] == 44)]
     assert gs.ablation_reading(results, ch) is None
+
+
+def test_a_chosen_cell_whose_whole_grid_collapsed_is_marked_in_the_headline(tmp_path):
+    ch = {"readout": "cls", "variant": "all", "lr": {}}
+    results = {"runs": {}}
+    for task, collapsed in (("rte", True), ("mrpc", False)):
+        specs, _ = gs.grid(results, "baselines", task, "head", "cls", None)
+        for s in specs:
+            _done(results, s, sel=s["lr"] * 1000, dev=50.0, collapsed=collapsed)
+        specs, ch["lr"][(task, "head")] = gs.grid(results, "baselines", task, "head", "cls", None)
+        for s in specs:  # the collapse rule's extension (rte) or the edge rule's (mrpc)
+            if gs._done(results, s) is None:
+                _done(results, s, sel=0.0, dev=50.0, collapsed=collapsed)
+        _, ch["lr"][(task, "head")] = gs.grid(results, "baselines", task, "head", "cls", None)
+    assert gs._chosen_collapsed(results, ch, "head", "rte") and not gs._chosen_collapsed(results, ch, "head", "mrpc")
+    lines = []
+    gs._main_tables(lines.append, results, ch)
+    row = next(x for x in lines if x.startswith("| head |"))
+    assert row.count("(collapsed)") == 1 and "50.0 (collapsed) | 50.0 |" in row  # rte, then mrpc
