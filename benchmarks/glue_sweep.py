@@ -679,13 +679,18 @@ def _chosen_runs(results: dict, ch: dict, method: str, options: Optional[dict] =
     ]
 
 
+def _main_runs(results: dict, ch: dict, method: str, task: str) -> List[dict]:
+    """The finished runs of ``method`` on ``task`` at its chosen LR (every seed); none before it is chosen."""
+    lr = ch["lr"].get((task, method))
+    if lr is None:
+        return []
+    return [r for r in _chosen_runs(results, ch, method) if r["spec"]["task"] == task and r["spec"]["lr"] == lr]
+
+
 def _main_scores(results: dict, ch: dict, method: str) -> Dict[str, List[float]]:
     out = {}
     for t in TASKS:
-        lr = ch["lr"].get((t, method))
-        if lr is None:
-            continue
-        xs = [r["score"] for r in _chosen_runs(results, ch, method) if r["spec"]["task"] == t and r["spec"]["lr"] == lr]
+        xs = [r["score"] for r in _main_runs(results, ch, method, t)]
         if xs:
             out[t] = xs
     return out
@@ -831,7 +836,7 @@ def _main_tables(w, results: dict, ch: dict) -> None:
     w("## Dev scores of the chosen runs (headline per task; mean ± standard error over seeds)\n")
     w("| method | " + " | ".join(TASKS) + " | average | trainable without / with head |")
     w("|---|" + "---|" * (len(TASKS) + 2))
-    scores = {}
+    scores, any_collapsed = {}, False
     for m in ["layerconnect", "houlsby"] + BASELINES:
         scores[m] = _main_scores(results, ch, m)
         if not scores[m]:
@@ -841,6 +846,7 @@ def _main_tables(w, results: dict, ch: dict) -> None:
             + (" (collapsed)" if t in scores[m] and _chosen_collapsed(results, ch, m, t) else "")
             for t in TASKS
         ]
+        any_collapsed = any_collapsed or any("(collapsed)" in x for x in row)
         avg = statistics.mean(statistics.mean(v) for v in scores[m].values())
         k = len(scores[m])
         avg_s = f"{avg:.1f}" if k == len(TASKS) else f"({avg:.1f}, {k} task{'s' if k > 1 else ''})"
@@ -854,10 +860,11 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         "Trainable parameters: the method's own, then with the readout head of a two-class task (STS-B's"
         " regression head is half as large); the head is the same for every method.\n"
     )
-    w(
-        "(collapsed): every LR of that grid, the collapse rule's extension included, collapsed; the cell is"
-        " the dev score of the best held-out run, not a learned signal, and it still counts in the average.\n"
-    )
+    if any_collapsed:
+        w(
+            "(collapsed): every LR of that grid, the collapse rule's extension included, collapsed; the cell is"
+            " the dev score of the best held-out run, not a learned signal, and it still counts in the average.\n"
+        )
     w(
         "Chosen learning rates (best held-out score among non-collapsed runs, if any): "
         + "; ".join(
@@ -887,8 +894,7 @@ def _main_tables(w, results: dict, ch: dict) -> None:
 
 def _chosen_collapsed(results: dict, ch: dict, method: str, task: str) -> bool:
     """Whether the runs at the chosen LR of ``method`` on ``task`` collapsed (only when the whole grid did)."""
-    lr = ch["lr"].get((task, method))
-    rs = [r for r in _chosen_runs(results, ch, method) if r["spec"]["task"] == task and r["spec"]["lr"] == lr]
+    rs = _main_runs(results, ch, method, task)
     return bool(rs) and all(r["collapsed"] for r in rs)
 
 

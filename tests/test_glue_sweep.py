@@ -429,7 +429,7 @@ def test_the_ablation_reading_waits_for_the_small_adapters_seeds_and_follows_the
     assert gs.ablation_reading(results, ch) is None
 
 
-def test_a_chosen_cell_whose_whole_grid_collapsed_is_marked_in_the_headline(tmp_path):
+def test_a_chosen_cell_whose_whole_grid_collapsed_is_marked_in_the_headline():
     ch = {"readout": "cls", "variant": "all", "lr": {}}
     results = {"runs": {}}
     for task, collapsed in (("rte", True), ("mrpc", False)):
@@ -446,3 +446,8 @@ def test_a_chosen_cell_whose_whole_grid_collapsed_is_marked_in_the_headline(tmp_
     gs._main_tables(lines.append, results, ch)
     row = next(x for x in lines if x.startswith("| head |"))
     assert row.count("(collapsed)") == 1 and "50.0 (collapsed) | 50.0 |" in row  # rte, then mrpc
+    assert any(x.startswith("(collapsed): every LR") for x in lines)
+    results["runs"] = {k: r for k, r in results["runs"].items() if r["spec"]["task"] != "rte"}
+    lines = []
+    gs._main_tables(lines.append, results, ch)
+    assert not any(x.startswith("(collapsed)") for x in lines)  # no marked cell, no footnote
