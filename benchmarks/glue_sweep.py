@@ -679,12 +679,16 @@ def _chosen_runs(results: dict, ch: dict, method: str, options: Optional[dict] =
     ]
 
 
+def _runs_at(results: dict, ch: dict, method: str, task: str, lr, options: Optional[dict] = None) -> List[dict]:
+    """Finished runs of one setting (``_chosen_runs``' match, on ``task`` at ``lr``), every seed, in seed order."""
+    runs = [r for r in _chosen_runs(results, ch, method, options) if (r["spec"]["task"], r["spec"]["lr"]) == (task, lr)]
+    return sorted(runs, key=lambda r: r["spec"]["seed"])
+
+
 def _main_runs(results: dict, ch: dict, method: str, task: str) -> List[dict]:
     """The finished runs of ``method`` on ``task`` at its chosen LR (every seed); none before it is chosen."""
     lr = ch["lr"].get((task, method))
-    if lr is None:
-        return []
-    return [r for r in _chosen_runs(results, ch, method) if r["spec"]["task"] == task and r["spec"]["lr"] == lr]
+    return [] if lr is None else _runs_at(results, ch, method, task, lr)
 
 
 def _main_scores(results: dict, ch: dict, method: str) -> Dict[str, List[float]]:
@@ -841,12 +845,9 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         scores[m] = _main_scores(results, ch, m)
         if not scores[m]:
             continue
-        row = [
-            _fmt(scores[m].get(t, []))
-            + (" (collapsed)" if t in scores[m] and _chosen_collapsed(results, ch, m, t) else "")
-            for t in TASKS
-        ]
-        any_collapsed = any_collapsed or any("(collapsed)" in x for x in row)
+        marked = {t for t in scores[m] if _chosen_collapsed(results, ch, m, t)}
+        any_collapsed = any_collapsed or bool(marked)
+        row = [_fmt(scores[m].get(t, [])) + (" (collapsed)" if t in marked else "") for t in TASKS]
         avg = statistics.mean(statistics.mean(v) for v in scores[m].values())
         k = len(scores[m])
         avg_s = f"{avg:.1f}" if k == len(TASKS) else f"({avg:.1f}, {k} task{'s' if k > 1 else ''})"
@@ -1096,8 +1097,7 @@ def _ablation_summary(results: dict, ch: dict, task: str) -> Optional[str]:
 
 def _scores_by_seed(results: dict, ch: dict, task: str, method: str, options: dict, lr, key: str) -> List[float]:
     """``key`` of every finished run of one setting (any stage), in seed order."""
-    runs = [r for r in _chosen_runs(results, ch, method, options) if (r["spec"]["task"], r["spec"]["lr"]) == (task, lr)]
-    return [r[key] for r in sorted(runs, key=lambda r: r["spec"]["seed"])]
+    return [r[key] for r in _runs_at(results, ch, method, task, lr, options)]
 
 
 def _signed(x: float) -> str:
