@@ -20,7 +20,8 @@ Protocol (written down before any v3 run; SPEC §7):
   ``all``, ``0..L`` (a connector on the embeddings too), ``all`` with trained LayerNorms. Best mean
   held-out score wins.
 * Stage 3, LR grid (seed 42, five tasks): LayerConnect {3e-3, 1e-2, 3e-2}, Houlsby {3e-4, 1e-3, 3e-3};
-  per task and method the LR with the best held-out score among runs that did not collapse.
+  per task and method the LR with the best held-out score among runs that did not collapse (a tie goes
+  to the run with the lower final training loss; written before any run, in ``_best``).
 * Collapse rule, for every method alike: a run whose final training loss (mean over its last epoch) is at
   least 0.95 x the constant predictor's (label entropy; label variance for STS-B) learned nothing and
   cannot be chosen; when every LR of a task's grid collapsed, the next lower LR (a third of the lowest)

@@ -103,6 +103,23 @@ def test_an_edge_winner_extends_the_grid_once_beyond_that_edge():
         assert len(specs) == 4 and lr == chosen  # once: a winning extension is not extended again
 
 
+def test_a_held_out_tie_goes_to_the_lower_final_training_loss():
+    for losses, chosen in [((0.5, 0.4, 0.3), 3e-3), ((0.3, 0.2, 0.4), 1e-3)]:
+        results = {"runs": {}}
+        specs, _ = gs.grid(results, "grid", "rte", "houlsby", "cls", None)
+        for s, sel, loss in zip(specs, (60.0, 70.0, 70.0), losses):
+            _done(results, s, sel, dev=0.0)
+            results["runs"][s["id"]]["final_train_loss"] = loss
+        specs, lr = gs.grid(results, "grid", "rte", "houlsby", "cls", None)
+        if chosen == 3e-3:  # the tie is won by the top edge, so the edge rule adds 9e-3 first
+            assert lr is None and specs[-1]["lr"] == 9e-3
+            _done(results, specs[-1], 50.0, dev=0.0)
+            specs, lr = gs.grid(results, "grid", "rte", "houlsby", "cls", None)
+        else:
+            assert len(specs) == 3
+        assert lr == chosen
+
+
 def test_bootstrap_interval():
     a = {"x": [60.0, 62.0, 61.0], "y": [70.0, 71.0, 69.0]}
     b = {"x": [58.0, 59.0, 60.0], "y": [72.0, 73.0, 71.0]}
