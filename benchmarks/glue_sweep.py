@@ -47,7 +47,8 @@ Each run is one ``layerconnect train`` subprocess writing ``<run-root>/<run id>/
 rewritten atomically after every run (commit it after every run: the sweep spans sessions). Finished runs
 are never repeated; an interrupted one continues with ``--resume`` where its run folder survived (a fresh
 checkout has none: it starts over). With ``--stop-at`` a run starts only if it is expected to finish before
-the stop (the median time of finished runs of its task and method, plus 10 %), so that no work is left in
+the stop (the median time of finished runs of its task and method, plus 10 %; a method's first run on a
+task: the task's median scaled by how much longer that method took on other tasks), so that no work is left in
 a checkpoint a new machine will not have; ``--no-fit`` starts runs regardless. Runs start in stage order, except that
 Houlsby's LR grid (which needs only the readout) fills the cores the variant screen leaves idle, and that near
 a ``--stop-at`` a later run that fits (e.g. an ablation) may start before an earlier one that does not (order
@@ -71,7 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -439,18 +440,42 @@ def _deadline(stop_at: Optional[str]) -> Optional[float]:
     return (t + dt.timedelta(days=1) if t < now else t).timestamp()
 
 
+def _whole_runs(results: dict) -> List[dict]:
+    """Finished runs whose recorded times cover the whole run: a resumed run's ``last_attempt_s`` and
+    ``wall_time_s`` cover only its last attempt, so it would make every estimate too short."""
+    return [
+        r
+        for r in results["runs"].values()
+        if r.get("status") == "done" and not str(r.get("command", "")).endswith("--resume")
+    ]
+
+
+def _method_factor(per: Dict[Tuple[str, str], List[float]], method: str) -> float:
+    """How much longer (per unit) ``method`` takes than the median run of the same task: the median over
+    the tasks where it has finished runs of (its median) / (the task's median over every method's runs);
+    1.0 when it has none. ``per`` maps (task, method) to the finished runs' values."""
+    ratios = []
+    for (t, m), xs in per.items():
+        task = statistics.median(x for (tt, _), ys in per.items() if tt == t for x in ys)
+        if m == method and task > 0:
+            ratios.append(statistics.median(xs) / task)
+    return statistics.median(ratios) if ratios else 1.0
+
+
 def expected_s(results: dict, s: dict) -> Optional[float]:
-    """Expected wall time of run ``s``: the median of finished runs of its task and method (else of its
-    task), plus 10 %; None with no finished run of the task."""
-    done = [r for r in results["runs"].values() if r.get("status") == "done" and r.get("last_attempt_s")]
-    for same in (
-        lambda r: r["spec"]["task"] == s["task"] and r["spec"]["method"] == s["method"],
-        lambda r: r["spec"]["task"] == s["task"],
-    ):
-        xs = [r["last_attempt_s"] for r in done if same(r)]
-        if xs:
-            return 1.1 * statistics.median(xs)
-    return None
+    """Expected wall time of run ``s``, plus 10 %: the median of whole finished runs of its task and method;
+    without one, the median of its task's runs times the method's factor (``_method_factor``: full
+    fine-tuning takes longer than an adapter on every task); None with no finished run of the task."""
+    per: Dict[Tuple[str, str], List[float]] = {}
+    for r in _whole_runs(results):
+        if r.get("last_attempt_s"):
+            per.setdefault((r["spec"]["task"], r["spec"]["method"]), []).append(r["last_attempt_s"])
+    if (s["task"], s["method"]) in per:
+        return 1.1 * statistics.median(per[s["task"], s["method"]])
+    same_task = [x for (t, _), xs in per.items() if t == s["task"] for x in xs]
+    if not same_task:
+        return None
+    return 1.1 * statistics.median(same_task) * _method_factor(per, s["method"])
 
 
 def fits(results: dict, s: dict, now: float, deadline: Optional[float]) -> bool:
@@ -921,16 +946,19 @@ def protocol_size() -> int:
 
 
 def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = None) -> Optional[float]:
-    """Rough wall-clock hours left for the whole protocol at ``jobs`` runs at a time: each task's median
-    seconds per trained example (rows x epochs) over finished runs, tasks never run yet at the median of
-    the others; runs not planned yet are assumed to cost the mean of the planned ones."""
-    done = [r for r in results["runs"].values() if r.get("status") == "done" and r.get("train_size")]
+    """Rough wall-clock hours left for the whole protocol at ``jobs`` runs at a time: seconds per trained
+    example (rows x epochs), the median over whole finished runs of the same task and method, else of the
+    task times the method's factor (``_method_factor``), tasks never run yet at the median of the others;
+    runs not planned yet are assumed to cost the mean of the planned ones."""
+    done = [r for r in _whole_runs(results) if r.get("train_size")]
     if not done:
         return None
-    per = {}
+    per: Dict[Tuple[str, str], List[float]] = {}
     for r in done:
-        per.setdefault(r["spec"]["task"], []).append(r["wall_time_s"] / (r["train_size"] * r["spec"]["epochs"]))
-    rate = {t: statistics.median(v) for t, v in per.items()}
+        key = (r["spec"]["task"], r["spec"]["method"])
+        per.setdefault(key, []).append(r["wall_time_s"] / (r["train_size"] * r["spec"]["epochs"]))
+    rate_tm = {k: statistics.median(v) for k, v in per.items()}
+    rate = {t: statistics.median(x for (tt, _), xs in per.items() if tt == t for x in xs) for t, _ in per}
     fallback = statistics.median(rate.values())
     rows = {t: statistics.median(r["train_size"] for r in done if r["spec"]["task"] == t) for t in rate}
     specs = specs if specs is not None else plan(results)[0]
@@ -938,7 +966,10 @@ def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = 
 
     def cost(s: dict) -> float:
         n = rows.get(s["task"]) or (s.get("train_subsample") or statistics.median(rows.values()))
-        return rate.get(s["task"], fallback) * n * s["epochs"]
+        r = rate_tm.get((s["task"], s["method"]))
+        if r is None:
+            r = rate.get(s["task"], fallback) * _method_factor(per, s["method"])
+        return r * n * s["epochs"]
 
     known = sum(cost(s) for s in todo)
     unplanned = max(0, protocol_size() - len(specs))
