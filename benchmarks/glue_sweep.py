@@ -450,32 +450,34 @@ def _whole_runs(results: dict) -> List[dict]:
     ]
 
 
-def _method_factor(per: Dict[Tuple[str, str], List[float]], method: str) -> float:
-    """How much longer (per unit) ``method`` takes than the median run of the same task: the median over
-    the tasks where it has finished runs of (its median) / (the task's median over every method's runs);
-    1.0 when it has none. ``per`` maps (task, method) to the finished runs' values."""
-    ratios = []
-    for (t, m), xs in per.items():
-        task = statistics.median(x for (tt, _), ys in per.items() if tt == t for x in ys)
-        if m == method and task > 0:
-            ratios.append(statistics.median(xs) / task)
-    return statistics.median(ratios) if ratios else 1.0
+def _estimate(per: Dict[Tuple[str, str], List[float]], task: str, method: str) -> Optional[float]:
+    """One run's value (seconds, or seconds per example) from finished runs' values ``per`` (keyed by task
+    and method): the median of its task and method; without one, the median of its task's runs times the
+    method's factor, the median over the other tasks of (its median) / (that task's median over every
+    method), 1.0 where it has none (full fine-tuning takes longer than an adapter on every task); None with
+    no finished run of the task."""
+    if (task, method) in per:
+        return statistics.median(per[task, method])
+    by_task: Dict[str, List[float]] = {}
+    for (t, _), xs in per.items():
+        by_task.setdefault(t, []).extend(xs)
+    if task not in by_task:
+        return None
+    task_median = {t: statistics.median(xs) for t, xs in by_task.items()}
+    ratios = [
+        statistics.median(xs) / task_median[t] for (t, m), xs in per.items() if m == method and task_median[t] > 0
+    ]
+    return task_median[task] * (statistics.median(ratios) if ratios else 1.0)
 
 
 def expected_s(results: dict, s: dict) -> Optional[float]:
-    """Expected wall time of run ``s``, plus 10 %: the median of whole finished runs of its task and method;
-    without one, the median of its task's runs times the method's factor (``_method_factor``: full
-    fine-tuning takes longer than an adapter on every task); None with no finished run of the task."""
+    """Expected wall time of run ``s``: ``_estimate`` over whole finished runs' times, plus 10 %."""
     per: Dict[Tuple[str, str], List[float]] = {}
     for r in _whole_runs(results):
         if r.get("last_attempt_s"):
             per.setdefault((r["spec"]["task"], r["spec"]["method"]), []).append(r["last_attempt_s"])
-    if (s["task"], s["method"]) in per:
-        return 1.1 * statistics.median(per[s["task"], s["method"]])
-    same_task = [x for (t, _), xs in per.items() if t == s["task"] for x in xs]
-    if not same_task:
-        return None
-    return 1.1 * statistics.median(same_task) * _method_factor(per, s["method"])
+    est = _estimate(per, s["task"], s["method"])
+    return None if est is None else 1.1 * est
 
 
 def fits(results: dict, s: dict, now: float, deadline: Optional[float]) -> bool:
@@ -947,8 +949,8 @@ def protocol_size() -> int:
 
 def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = None) -> Optional[float]:
     """Rough wall-clock hours left for the whole protocol at ``jobs`` runs at a time: seconds per trained
-    example (rows x epochs), the median over whole finished runs of the same task and method, else of the
-    task times the method's factor (``_method_factor``), tasks never run yet at the median of the others;
+    example (rows x epochs), ``_estimate`` over whole finished runs, tasks never run yet at the median of
+    the others;
     runs not planned yet are assumed to cost the mean of the planned ones."""
     done = [r for r in _whole_runs(results) if r.get("train_size")]
     if not done:
@@ -957,8 +959,7 @@ def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = 
     for r in done:
         key = (r["spec"]["task"], r["spec"]["method"])
         per.setdefault(key, []).append(r["wall_time_s"] / (r["train_size"] * r["spec"]["epochs"]))
-    rate_tm = {k: statistics.median(v) for k, v in per.items()}
-    rate = {t: statistics.median(x for (tt, _), xs in per.items() if tt == t for x in xs) for t, _ in per}
+    rate = {t: _estimate(per, t, "") for t, _ in per}  # each task's median over every method
     fallback = statistics.median(rate.values())
     rows = {t: statistics.median(r["train_size"] for r in done if r["spec"]["task"] == t) for t in rate}
     specs = specs if specs is not None else plan(results)[0]
@@ -966,10 +967,8 @@ def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = 
 
     def cost(s: dict) -> float:
         n = rows.get(s["task"]) or (s.get("train_subsample") or statistics.median(rows.values()))
-        r = rate_tm.get((s["task"], s["method"]))
-        if r is None:
-            r = rate.get(s["task"], fallback) * _method_factor(per, s["method"])
-        return r * n * s["epochs"]
+        r = _estimate(per, s["task"], s["method"])
+        return (fallback if r is None else r) * n * s["epochs"]
 
     known = sum(cost(s) for s in todo)
     unplanned = max(0, protocol_size() - len(specs))
