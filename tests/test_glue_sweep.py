@@ -176,6 +176,15 @@ def test_report_draws_every_stage_and_estimates_time_left(tmp_path):
     assert "LayerNorms stay frozen" in text and "all+LN 1 (100.0 % of Houlsby's)" in text
     assert "-1.00 points; 95 % bootstrap interval [-1.00, -1.00]. Our goal is met" in text.replace("−", "-")
     assert fig.stat().st_size > 10_000
+    assert "**Status:** " in text and "Status: complete" not in text
+    while pending := [s for s in gs.plan(results)[0] if gs._done(results, s) is None]:  # the baselines' grids
+        for s in pending:
+            _done(results, s, sel=float(s["lr"] == gs.LR_GRID[s["method"]][1]), dev=50.0)
+    path.write_text(json.dumps(results))
+    assert gs.main(["report", "--results", str(path), "--out", str(out), "--figure", str(fig)]) == 0
+    text = out.read_text()
+    assert f"**Status: complete.** All {gs.protocol_size()} runs are finished. " in text
+    assert "### Quality against size" in text and "| full | 1 / 2 | 100.0 | 50.0 | -10.0 | no |" in text
 
 
 def test_houlsby_grid_waits_for_the_readout_only():
@@ -504,3 +513,54 @@ def test_a_chosen_cell_whose_whole_grid_collapsed_is_marked_in_the_headline():
     lines = []
     gs._main_tables(lines.append, results, ch)
     assert not any(x.startswith("(collapsed)") for x in lines)  # no marked cell, no footnote
+
+
+def test_quality_against_size_finds_the_front_and_waits_for_every_task():
+    ch = {"readout": "cls", "variant": "all", "lr": {}}
+    results = {"runs": {}}
+    # method: (trainable params, dev score per task, seeds). bitfit is larger and worse than layerconnect;
+    # lora is larger and better (front); pfeiffer is larger than lora and worse (dominated by lora)
+    table = {
+        "layerconnect": (100, 60.0, (42, 43)),
+        "bitfit": (150, 58.0, (42,)),
+        "lora": (400, 62.0, (42,)),
+        "pfeiffer": (500, 61.0, (42,)),
+        "houlsby": (1000, 64.0, (42, 43)),
+    }
+    for m, (n, score, seeds) in table.items():
+        for t in gs.TASKS:
+            ch["lr"][(t, m)] = 1e-3
+            for seed in seeds:
+                opts = gs.LC_VARIANTS["all"] if m == "layerconnect" else None
+                s = gs.spec("grid", t, m, 1e-3, seed=seed, pooling="cls", options=opts)
+                _done(
+                    results, s, sel=1.0, dev=score + (seed - 42) * (2.0 if (t, m) == ("cola", "layerconnect") else 0.0)
+                )
+                results["runs"][s["id"]].update(trainable_params=n, head_params=10)
+    rows = gs.quality_vs_size(results, ch)
+    assert [(m, nh, on) for m, _, nh, _, on in rows] == [
+        ("layerconnect", 110, True),
+        ("bitfit", 160, False),
+        ("lora", 410, True),
+        ("pfeiffer", 510, False),
+        ("houlsby", 1010, True),
+    ]
+    assert rows[0][3] == pytest.approx(60.0 + 1.0 / len(gs.TASKS))  # cola's seeds: 60 and 62
+    # one seed's average strays by sqrt(var of cola's two seeds) / tasks = sqrt(2) / 5
+    assert gs._one_seed_sd(results, ch, "layerconnect") == pytest.approx(2**0.5 / len(gs.TASKS))
+    assert gs._one_seed_sd(results, ch, "bitfit") is None  # one seed: no spread to measure
+    lines = []
+    gs._size_table(lines.append, results, ch)
+    text = "\n".join(lines)
+    assert "| bitfit | 150 / 160 | 15.0 | 58.0 | -2.2 | no |" in text
+    assert "| layerconnect | 100 / 110 | 10.0 | 60.2 | — | yes |" in text
+    assert "bitfit is dominated by layerconnect. pfeiffer is dominated by lora." in text
+    assert "layerconnect 0.3, houlsby 0.0 points" in text
+    # a method missing a task is left out, not averaged over fewer tasks
+    results["runs"] = {
+        k: r
+        for k, r in results["runs"].items()
+        if r["spec"]["id"] != gs.spec("grid", "rte", "lora", 1e-3, seed=42, pooling="cls")["id"]
+    }
+    assert [x[0] for x in gs.quality_vs_size(results, ch)] == ["layerconnect", "bitfit", "pfeiffer", "houlsby"]
+    assert gs.quality_vs_size(results, ch)[2][4]  # pfeiffer is on the front without lora
