@@ -620,7 +620,8 @@ def cmd_plan(args) -> int:
     todo = [s for s in specs if _done(results, s) is None]
     print(
         f"choices so far: readout={ch['readout']} variant={ch['variant']}; {len(specs) - len(todo)} of "
-        f"{len(specs)} planned runs done (later stages appear once their inputs finish)"
+        f"{len(specs)} planned runs done "
+        + ("(the sweep is complete)" if not todo else "(later stages appear once their inputs finish)")
     )
     for s in todo[: args.limit]:
         print("  ", s["stage"], s["id"])
@@ -942,7 +943,7 @@ def _size_table(w, results: dict, ch: dict) -> None:
     w("### Quality against size (methods with a chosen run on every task, smallest with its head first)\n")
     w(
         "| method | trainable without / with head | % of Houlsby's (without head) | dev average |"
-        + (" minus LayerConnect |" if lc else "")
+        + (" method − LayerConnect |" if lc else "")
         + " on the front |"
     )
     w("|---|---|---|---|" + ("---|" if lc else "") + "---|")
@@ -1146,10 +1147,11 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
     if rows:
         front = [(nh, avg) for _, _, nh, avg, on in rows if on]
         d.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=1)
-        for m, _, nh, avg, on in rows:
+        for i, (m, _, nh, avg, on) in enumerate(rows):  # labels alternate below and above: neighbours are close
             d.scatter([nh], [avg], s=40, color=colour[m], zorder=2, marker="o" if on else "x")
-            d.annotate(m, (nh, avg), textcoords="offset points", xytext=(5, -10), fontsize=8)
+            d.annotate(m, (nh, avg), textcoords="offset points", xytext=(5, -10 if i % 2 == 0 else 5), fontsize=8)
         d.set_xscale("log")
+        d.margins(x=0.12, y=0.08)  # room for the largest method's label
         d.set_xlabel("trainable parameters with the head (log scale)")
         d.set_ylabel("dev average over the five tasks (x100)")
         d.set_title(
