@@ -947,16 +947,16 @@ def _size_table(w, results: dict, ch: dict) -> None:
         + " on the front |"
     )
     w("|---|---|---|---|" + ("---|" if lc else "") + "---|")
-    for m, n, nh, avg, front in rows:
+    for m, n, nh, avg, by in rows:
         share = f"{100 * n / ho[1]:.1f}" if ho and ho[1] else "—"
         diff = ("—" if m == "layerconnect" else f"{avg - lc[3]:+.1f}") if lc else None
         w(
             f"| {m} | {n:,} / {nh:,} | {share} | {avg:.1f} |"
             + (f" {diff} |" if diff is not None else "")
-            + f" {'yes' if front else 'no'} |"
+            + f" {'no' if by else 'yes'} |"
         )
-    on = [x[0] for x in rows if x[4]]
-    off = [(x[0], next(y[0] for y in rows if y[2] <= x[2] and y[3] >= x[3] and y is not x)) for x in rows if not x[4]]
+    on = [x[0] for x in rows if x[4] is None]
+    off = [(x[0], x[4]) for x in rows if x[4] is not None]
     w(
         "\nOn the front (no other method is both at most as large, with its head, and at least as good on the dev"
         " average): "
@@ -1007,10 +1007,11 @@ def _params_cell(results: dict, ch: dict, method: str) -> str:
     return "—" if n is None else f"{n[0]:,} / {n[1]:,}"
 
 
-def quality_vs_size(results: dict, ch: dict) -> List[Tuple[str, int, int, float, bool]]:
-    """(method, trainable without head, with head, dev average, on the front) for every method with a chosen
-    run on each task, smallest first. A method is on the front when no other method is at most as large and
-    at least as good with one of the two strictly (dev averages: reported, never used to choose)."""
+def quality_vs_size(results: dict, ch: dict) -> List[Tuple[str, int, int, float, Optional[str]]]:
+    """(method, trainable without head, with head, dev average, dominated by) for every method with a chosen
+    run on each task, smallest first. A method is dominated by another that is at most as large and at least
+    as good, strictly in one of the two; a method dominated by none is on the front (dev averages: reported,
+    never used to choose)."""
     rows = []
     for m in ["layerconnect", "houlsby"] + BASELINES:
         sc = _main_scores(results, ch, m)
@@ -1018,10 +1019,10 @@ def quality_vs_size(results: dict, ch: dict) -> List[Tuple[str, int, int, float,
             rows.append((m, n[0], n[1], statistics.mean(statistics.mean(v) for v in sc.values())))
     rows.sort(key=lambda x: (x[2], -x[3]))
 
-    def dominated(x):
-        return any(y[2] <= x[2] and y[3] >= x[3] and (y[2], y[3]) != (x[2], x[3]) for y in rows)
+    def dominator(x):
+        return next((y[0] for y in rows if y[2] <= x[2] and y[3] >= x[3] and (y[2], y[3]) != (x[2], x[3])), None)
 
-    return [(*x, not dominated(x)) for x in rows]
+    return [(*x, dominator(x)) for x in rows]
 
 
 def protocol_size() -> int:
@@ -1145,10 +1146,10 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
     c.set_title("chosen runs on dev", fontsize=9)
     rows = quality_vs_size(results, ch) if ch["variant"] else []
     if rows:
-        front = [(nh, avg) for _, _, nh, avg, on in rows if on]
+        front = [(nh, avg) for _, _, nh, avg, by in rows if by is None]
         d.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=1)
-        for i, (m, _, nh, avg, on) in enumerate(rows):  # labels alternate below and above: neighbours are close
-            d.scatter([nh], [avg], s=40, color=colour[m], zorder=2, marker="o" if on else "x")
+        for i, (m, _, nh, avg, by) in enumerate(rows):  # labels alternate below and above: neighbours are close
+            d.scatter([nh], [avg], s=40, color=colour[m], zorder=2, marker="x" if by else "o")
             d.annotate(m, (nh, avg), textcoords="offset points", xytext=(5, -10 if i % 2 == 0 else 5), fontsize=8)
         d.set_xscale("log")
         d.margins(x=0.12, y=0.08)  # room for the largest method's label
