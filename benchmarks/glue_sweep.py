@@ -1144,11 +1144,11 @@ def plot_sweep(results: dict, ch: dict, path: str) -> None:
         c.text(0.5, 0.5, "main comparison: after the screens\nand the LR grid", ha="center", va="center")
         c.set_axis_off()
     c.set_title("chosen runs on dev", fontsize=9)
-    rows = quality_vs_size(results, ch) if ch["variant"] else []
-    if rows:
-        front = [(nh, avg) for _, _, nh, avg, by in rows if by is None]
+    sizes = quality_vs_size(results, ch) if ch["variant"] else []  # not the screen panel's rows
+    if sizes:
+        front = [(nh, avg) for _, _, nh, avg, by in sizes if by is None]
         d.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=1)
-        for i, (m, _, nh, avg, by) in enumerate(rows):  # labels alternate below and above: neighbours are close
+        for i, (m, _, nh, avg, by) in enumerate(sizes):  # labels alternate below and above: neighbours are close
             d.scatter([nh], [avg], s=40, color=colour[m], zorder=2, marker="x" if by else "o")
             d.annotate(m, (nh, avg), textcoords="offset points", xytext=(5, -10 if i % 2 == 0 else 5), fontsize=8)
         d.set_xscale("log")
