@@ -876,6 +876,11 @@ def _variant_params(results: dict, specs: List[dict]) -> str:
     )
 
 
+def _average(scores: Dict[str, List[float]]) -> float:
+    """A method's average over tasks of its per-task mean over seeds (every task weighs the same)."""
+    return statistics.mean(statistics.mean(v) for v in scores.values())
+
+
 def _main_tables(w, results: dict, ch: dict) -> None:
     w("## Dev scores of the chosen runs (headline per task; mean ± standard error over seeds)\n")
     w("| method | " + " | ".join(TASKS) + " | average | trainable without / with head |")
@@ -888,7 +893,7 @@ def _main_tables(w, results: dict, ch: dict) -> None:
         marked = {t for t in scores[m] if _chosen_collapsed(results, ch, m, t)}
         any_collapsed = any_collapsed or bool(marked)
         row = [_fmt(scores[m].get(t, [])) + (" (collapsed)" if t in marked else "") for t in TASKS]
-        avg = statistics.mean(statistics.mean(v) for v in scores[m].values())
+        avg = _average(scores[m])
         k = len(scores[m])
         avg_s = f"{avg:.1f}" if k == len(TASKS) else f"({avg:.1f}, {k} task{'s' if k > 1 else ''})"
         w(f"| {m} | " + " | ".join(row) + f" | {avg_s} | {_params_cell(results, ch, m)} |")
@@ -1016,7 +1021,7 @@ def quality_vs_size(results: dict, ch: dict) -> List[Tuple[str, int, int, float,
     for m in ["layerconnect", "houlsby"] + BASELINES:
         sc = _main_scores(results, ch, m)
         if len(sc) == len(TASKS) and (n := _params(results, ch, m)) is not None:
-            rows.append((m, n[0], n[1], statistics.mean(statistics.mean(v) for v in sc.values())))
+            rows.append((m, n[0], n[1], _average(sc)))
     rows.sort(key=lambda x: (x[2], -x[3]))
 
     def dominator(x):
@@ -1037,8 +1042,7 @@ def protocol_size() -> int:
 def remaining_hours(results: dict, jobs: int = 2, specs: Optional[List[dict]] = None) -> Optional[float]:
     """Rough wall-clock hours left for the whole protocol at ``jobs`` runs at a time: seconds per trained
     example (rows x epochs), ``_estimate`` over whole finished runs, tasks never run yet at the median of
-    the others;
-    runs not planned yet are assumed to cost the mean of the planned ones."""
+    the others; runs not planned yet are assumed to cost the mean of the planned ones."""
     done = [r for r in _whole_runs(results) if r.get("train_size")]
     if not done:
         return None
